@@ -1,0 +1,110 @@
+//! Run-time backend choice among those compiled in (cargo features `flex`, `ndarray`, `wgpu`, `cuda`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+
+use crate::commands;
+use crate::Command;
+
+/// A Burn backend selectable with `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// burn-flex (CPU).
+    Flex,
+    /// burn-ndarray (CPU).
+    Ndarray,
+    /// burn-wgpu (Vulkan/Metal/DX12; Mesa lavapipe on CPU-only machines).
+    Wgpu,
+    /// burn-cuda (NVIDIA GPUs; needs the driver and NVRTC at run time).
+    Cuda,
+}
+
+impl Default for BackendChoice {
+    fn default() -> Self {
+        if cfg!(feature = "flex") {
+            BackendChoice::Flex
+        } else if cfg!(feature = "ndarray") {
+            BackendChoice::Ndarray
+        } else if cfg!(feature = "cuda") {
+            BackendChoice::Cuda
+        } else {
+            BackendChoice::Wgpu
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Flex => "flex",
+            BackendChoice::Ndarray => "ndarray",
+            BackendChoice::Wgpu => "wgpu",
+            BackendChoice::Cuda => "cuda",
+        })
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flex" => Ok(BackendChoice::Flex),
+            "ndarray" => Ok(BackendChoice::Ndarray),
+            "wgpu" => Ok(BackendChoice::Wgpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            other => Err(format!("unknown backend `{other}` (flex, ndarray, wgpu, cuda)")),
+        }
+    }
+}
+
+/// Runs `command` on the chosen backend, or says which backends this binary was built with.
+pub fn dispatch(choice: BackendChoice, command: Command) -> Result<()> {
+    match choice {
+        #[cfg(feature = "flex")]
+        BackendChoice::Flex => commands::run::<burn::backend::Flex>(command),
+        #[cfg(feature = "ndarray")]
+        BackendChoice::Ndarray => commands::run::<burn::backend::NdArray>(command),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => commands::run::<burn::backend::Wgpu>(command),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => {
+            require_cuda_driver()?;
+            commands::run::<burn::backend::Cuda>(command)
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!("backend `{other}` is not compiled into this binary (rebuild with `--features {other}`)"),
+    }
+}
+
+/// The CUDA backend loads `libcuda.so` at run time and panics (in a worker thread) when it is absent:
+/// look for the driver first and say so plainly instead.
+#[cfg(feature = "cuda")]
+fn require_cuda_driver() -> Result<()> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/usr/local/nvidia/lib64",
+            "/usr/local/cuda/lib64",
+            "/usr/lib/wsl/lib",
+        ]
+        .map(std::path::PathBuf::from),
+    );
+    let in_dirs =
+        dirs.iter().any(|d| d.join("libcuda.so.1").exists() || d.join("libcuda.so").exists());
+    let in_ldconfig = std::process::Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so"));
+    if in_dirs || in_ldconfig {
+        Ok(())
+    } else {
+        bail!("backend `cuda`: the NVIDIA driver library libcuda.so was not found (no GPU driver on this machine?); use --backend flex, ndarray or wgpu")
+    }
+}

@@ -1,0 +1,66 @@
+//! `ptune`: the command line of ptune, and the only crate that picks Burn backends.
+//!
+//! ```text
+//! ptune [--backend flex|ndarray|wgpu|cuda] info MODEL
+//! ptune [--backend …] encode MODEL TEXT
+//! ptune [--backend …] complete MODEL TEXT --max-tokens N
+//! ```
+//! MODEL is an HF folder (config.json + model.safetensors + tokenizer.json), a GGUF file, or a
+//! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
+
+mod backend;
+mod commands;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use backend::BackendChoice;
+
+#[derive(Debug, Parser)]
+#[command(name = "ptune", version, about = "Soft-prompt tuning of frozen pretrained transformers")]
+struct Cli {
+    /// Backend to run on (those compiled in).
+    #[arg(long, global = true, default_value_t = BackendChoice::default())]
+    backend: BackendChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Architecture, layers, heads, KV heads, hidden size, vocabulary and parameter count of a model.
+    Info {
+        /// Model folder or GGUF file.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Token ids of TEXT and the first values of the last hidden state.
+    Encode {
+        /// Model folder or GGUF file.
+        model: PathBuf,
+        /// Text to encode.
+        text: String,
+        /// How many values of each position's hidden state to print.
+        #[arg(long, default_value_t = 6)]
+        values: usize,
+    },
+    /// Greedy continuation of TEXT by a decoder, using the KV cache.
+    Complete {
+        /// Model folder or GGUF file (a decoder).
+        model: PathBuf,
+        /// Prompt.
+        text: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    backend::dispatch(cli.backend, cli.command)
+}

@@ -1,0 +1,211 @@
+//! The attention pieces both families share: per-layer prefix keys/values ([`PrefixKv`]), the one
+//! place that builds attention masks (padding + prefix slots + causal with `s_q != s_k`), and
+//! scaled dot-product attention with grouped-query heads.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor, TensorData};
+
+use crate::config::BackboneDims;
+use crate::error::{Result, TransformerError};
+
+/// Key and value prefix of one layer, each `[b | 1, n_kv_heads, n_prefix, head_dim]`. A batch
+/// dimension of 1 is broadcast over the batch.
+#[derive(Debug, Clone)]
+pub struct LayerPrefix<B: Backend> {
+    /// Prefix keys (not rotated by RoPE).
+    pub key: Tensor<B, 4>,
+    /// Prefix values.
+    pub value: Tensor<B, 4>,
+}
+
+/// Prefix keys/values for every layer (`None` for layers without a prefix), all with the same
+/// number of slots, plus an optional mask of unused slots (for batches mixing adapters of
+/// different lengths).
+#[derive(Debug, Clone)]
+pub struct PrefixKv<B: Backend> {
+    /// One entry per backbone layer.
+    pub layers: Vec<Option<LayerPrefix<B>>>,
+    /// `[b, n_prefix]`, `true` = slot unused by this row (masked like padding).
+    pub slot_mask: Option<Tensor<B, 2, Bool>>,
+}
+
+impl<B: Backend> PrefixKv<B> {
+    /// Number of prefix slots (0 when no layer has a prefix).
+    pub fn len(&self) -> usize {
+        self.layers.iter().flatten().map(|p| p.key.dims()[2]).next().unwrap_or(0)
+    }
+
+    /// Whether no layer has a prefix.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks the layer count and every shape against the backbone and the batch size.
+    pub fn validate(&self, dims: &BackboneDims, batch: usize) -> Result<()> {
+        if self.layers.len() != dims.num_layers {
+            return Err(TransformerError::Input(format!(
+                "prefix has {} layers, the model has {}",
+                self.layers.len(),
+                dims.num_layers
+            )));
+        }
+        let n = self.len();
+        for (layer, p) in self.layers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            for (what, t) in [("key", &p.key), ("value", &p.value)] {
+                let [b, h, s, d] = t.dims();
+                if (b != batch && b != 1) || h != dims.num_kv_heads || s != n || d != dims.head_dim
+                {
+                    return Err(TransformerError::Input(format!(
+                        "prefix {what} of layer {layer} has shape [{b}, {h}, {s}, {d}], expected \
+                         [{batch} or 1, {}, {n}, {}]",
+                        dims.num_kv_heads, dims.head_dim
+                    )));
+                }
+            }
+        }
+        if let Some(mask) = &self.slot_mask {
+            if mask.dims() != [batch, n] {
+                return Err(TransformerError::Input(format!(
+                    "prefix slot mask has shape {:?}, expected [{batch}, {n}]",
+                    mask.dims()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the boolean attention mask `[b, 1, s_q, n_prefix + n_past + s_q]` (`true` = masked), or
+/// `None` when nothing is masked.
+///
+/// Keys are ordered `[prefix slots | cached tokens | current tokens]`. Prefix slots are visible to
+/// every query unless `slot_mask` hides them; `key_padding` (`[b, n_past + s_q]`, `true` = padding)
+/// hides padded tokens; with `causal`, query `i` (absolute token index `n_past + i`) sees real keys
+/// up to and including itself.
+pub fn attention_mask<B: Backend>(
+    batch: usize,
+    s_q: usize,
+    n_prefix: usize,
+    n_past: usize,
+    key_padding: Option<Tensor<B, 2, Bool>>,
+    slot_mask: Option<Tensor<B, 2, Bool>>,
+    causal: bool,
+    device: &B::Device,
+) -> Option<Tensor<B, 4, Bool>> {
+    let s_k = n_prefix + n_past + s_q;
+    let causal_mask = causal.then(|| {
+        let values: Vec<bool> = (0..s_q)
+            .flat_map(|i| (0..s_k).map(move |j| j >= n_prefix && j - n_prefix > n_past + i))
+            .collect();
+        Tensor::<B, 2, Bool>::from_bool(TensorData::new(values, [s_q, s_k]), device)
+            .reshape([1, 1, s_q, s_k])
+            .expand([batch, 1, s_q, s_k])
+    });
+    let padding = match (key_padding, slot_mask) {
+        (None, None) => None,
+        (tokens, slots) => {
+            let slots = slots.unwrap_or_else(|| {
+                Tensor::<B, 2, Bool>::from_bool(
+                    TensorData::new(vec![false; batch * n_prefix], [batch, n_prefix]),
+                    device,
+                )
+            });
+            let tokens = tokens.unwrap_or_else(|| {
+                Tensor::<B, 2, Bool>::from_bool(
+                    TensorData::new(vec![false; batch * (s_k - n_prefix)], [batch, s_k - n_prefix]),
+                    device,
+                )
+            });
+            Some(
+                Tensor::cat(vec![slots, tokens], 1)
+                    .reshape([batch, 1, 1, s_k])
+                    .expand([batch, 1, s_q, s_k]),
+            )
+        }
+    };
+    match (causal_mask, padding) {
+        (Some(c), Some(p)) => Some(c.bool_or(p)),
+        (c, p) => c.or(p),
+    }
+}
+
+/// Scaled dot-product attention with grouped-query heads, mirroring HF `eager_attention_forward`
+/// (masked scores filled with the most negative f32, softmax in f32).
+///
+/// # Shapes
+/// - query: `[b, n_heads, s_q, head_dim]`
+/// - key, value: `[b, n_kv_heads, s_k, head_dim]` (`n_heads` a multiple of `n_kv_heads`)
+/// - mask: `[b, 1, s_q, s_k]`, `true` = masked
+/// - output: `[b, n_heads, s_q, head_dim]`
+pub fn scaled_dot_product<B: Backend>(
+    query: Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+) -> Tensor<B, 4> {
+    let [b, n_heads, s_q, head_dim] = query.dims();
+    let key = repeat_kv(key, n_heads);
+    let value = repeat_kv(value, n_heads);
+    let s_k = key.dims()[2];
+    let scale = (head_dim as f64).powf(-0.5);
+    let mut scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale);
+    if let Some(mask) = mask {
+        scores = scores.mask_fill(mask.expand([b, n_heads, s_q, s_k]), f32::MIN);
+    }
+    softmax(scores, 3).matmul(value)
+}
+
+/// Repeats each key/value head `n_heads / n_kv_heads` times (HF `repeat_kv`).
+///
+/// # Shapes
+/// - x: `[b, n_kv_heads, s, head_dim]` → `[b, n_heads, s, head_dim]`
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_heads: usize) -> Tensor<B, 4> {
+    let [b, n_kv, s, d] = x.dims();
+    if n_kv == n_heads {
+        return x;
+    }
+    let rep = n_heads / n_kv;
+    x.unsqueeze_dim::<5>(2).expand([b, n_kv, rep, s, d]).reshape([b, n_heads, s, d])
+}
+
+/// Concatenates a layer's prefix (broadcast over the batch) before its real keys/values.
+///
+/// # Shapes
+/// - key, value: `[b, n_kv_heads, s, head_dim]` → `[b, n_kv_heads, n_prefix + s, head_dim]`
+pub fn with_prefix<B: Backend>(
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    prefix: Option<&LayerPrefix<B>>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let Some(p) = prefix else { return (key, value) };
+    let [b, h, _, d] = key.dims();
+    let n = p.key.dims()[2];
+    let pk = p.key.clone().expand([b, h, n, d]);
+    let pv = p.value.clone().expand([b, h, n, d]);
+    (Tensor::cat(vec![pk, key], 2), Tensor::cat(vec![pv, value], 2))
+}
+
+/// First position of the real tokens and a range check against the position table.
+pub fn position_offset(
+    policy: crate::config::PositionPolicy,
+    n_prefix: usize,
+    n_past: usize,
+    tokens: usize,
+    max_positions: usize,
+) -> Result<usize> {
+    let shift = match policy {
+        crate::config::PositionPolicy::Shift => n_prefix,
+        crate::config::PositionPolicy::Keep => 0,
+    };
+    let offset = shift + n_past;
+    if offset + tokens > max_positions {
+        return Err(TransformerError::TooManyPositions {
+            prefix: offset,
+            tokens,
+            max: max_positions,
+        });
+    }
+    Ok(offset)
+}

@@ -1,0 +1,335 @@
+//! Model configs. The serde structs mirror Hugging Face `config.json` (`BertConfig`, `LlamaConfig`
+//! of transformers 4.57); unknown fields are ignored, missing optional fields take HF's defaults.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TransformerError};
+
+/// Where real tokens sit when virtual tokens or prefix slots come before them.
+///
+/// - `Shift`: real tokens start at position `N` (the number of prefix slots), which is what HF and
+///   PEFT do when prefixes are passed as `past_key_values`. The default, needed for PEFT parity.
+/// - `Keep`: real tokens keep positions `0..L`, as if there were no prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionPolicy {
+    /// Real tokens start after the prefix slots.
+    #[default]
+    Shift,
+    /// Real tokens keep positions `0..L`.
+    Keep,
+}
+
+/// HF `BertConfig` (modeling_bert.py). Only absolute position embeddings are supported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size `d`.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// FFN width.
+    pub intermediate_size: usize,
+    /// Activation of the FFN (only `gelu`, HF's exact erf GELU, is supported).
+    #[serde(default = "default_gelu")]
+    pub hidden_act: String,
+    /// Size of the absolute position table.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segment ids).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// Position embedding type (only `absolute`).
+    #[serde(default = "default_absolute")]
+    pub position_embedding_type: String,
+}
+
+fn default_gelu() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+fn default_absolute() -> String {
+    "absolute".into()
+}
+
+/// HF `LlamaConfig` (modeling_llama.py). RoPE scaling is not supported and rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size `d`.
+    pub hidden_size: usize,
+    /// SwiGLU width.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA); defaults to `num_attention_heads`.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Activation of the MLP (only `silu`).
+    #[serde(default = "default_silu")]
+    pub hidden_act: String,
+    /// Longest sequence the model was trained for.
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// RoPE scaling (unsupported: must be absent or null).
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Whether the LM head shares the token embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v/o projections (unsupported: must be false).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Bias on the MLP (unsupported: must be false).
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Beginning-of-sequence token.
+    #[serde(default)]
+    pub bos_token_id: Option<usize>,
+    /// End-of-sequence token.
+    #[serde(default)]
+    pub eos_token_id: Option<usize>,
+}
+
+fn default_silu() -> String {
+    "silu".into()
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+
+impl LlamaConfig {
+    /// Key/value heads (GQA).
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+}
+
+/// A backbone config, tagged by HF's `model_type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    /// A BERT-family encoder.
+    Bert(BertConfig),
+    /// A Llama-family decoder.
+    Llama(LlamaConfig),
+}
+
+impl ModelConfig {
+    /// Reads and validates an HF `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TransformerError::Io { path: path.to_path_buf(), source })?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of an HF `config.json`; `origin` names it in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let err = |message: String| TransformerError::Config { origin: origin.into(), message };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| err("no `model_type` field".into()))?
+            .to_string();
+        let config = match model_type.as_str() {
+            "bert" => ModelConfig::Bert(
+                serde_json::from_value(value).map_err(|e| err(format!("bert config: {e}")))?,
+            ),
+            "llama" => ModelConfig::Llama(
+                serde_json::from_value(value).map_err(|e| err(format!("llama config: {e}")))?,
+            ),
+            other => return Err(TransformerError::UnknownArchitecture(other.into())),
+        };
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the modules rely on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("`{name}` must be positive"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            ModelConfig::Bert(c) => {
+                positive("vocab_size", c.vocab_size)?;
+                positive("hidden_size", c.hidden_size)?;
+                positive("num_hidden_layers", c.num_hidden_layers)?;
+                positive("num_attention_heads", c.num_attention_heads)?;
+                positive("intermediate_size", c.intermediate_size)?;
+                positive("max_position_embeddings", c.max_position_embeddings)?;
+                positive("type_vocab_size", c.type_vocab_size)?;
+                if c.hidden_size % c.num_attention_heads != 0 {
+                    return Err(format!(
+                        "hidden_size {} is not divisible by num_attention_heads {}",
+                        c.hidden_size, c.num_attention_heads
+                    ));
+                }
+                if c.hidden_act != "gelu" {
+                    return Err(format!("hidden_act `{}` unsupported (only `gelu`)", c.hidden_act));
+                }
+                if c.position_embedding_type != "absolute" {
+                    return Err(format!(
+                        "position_embedding_type `{}` unsupported (only `absolute`)",
+                        c.position_embedding_type
+                    ));
+                }
+            }
+            ModelConfig::Llama(c) => {
+                positive("vocab_size", c.vocab_size)?;
+                positive("hidden_size", c.hidden_size)?;
+                positive("num_hidden_layers", c.num_hidden_layers)?;
+                positive("num_attention_heads", c.num_attention_heads)?;
+                positive("num_key_value_heads", c.kv_heads())?;
+                positive("intermediate_size", c.intermediate_size)?;
+                positive("max_position_embeddings", c.max_position_embeddings)?;
+                positive("head_dim", c.head_dim())?;
+                if c.num_attention_heads % c.kv_heads() != 0 {
+                    return Err(format!(
+                        "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                        c.num_attention_heads,
+                        c.kv_heads()
+                    ));
+                }
+                if c.head_dim() % 2 != 0 {
+                    return Err(format!("head_dim {} must be even for RoPE", c.head_dim()));
+                }
+                if c.hidden_act != "silu" {
+                    return Err(format!("hidden_act `{}` unsupported (only `silu`)", c.hidden_act));
+                }
+                if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+                    return Err("rope_scaling is not supported".into());
+                }
+                if c.attention_bias || c.mlp_bias {
+                    return Err("attention_bias / mlp_bias are not supported".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shape facts every method needs, whatever the family.
+    pub fn dims(&self) -> BackboneDims {
+        match self {
+            ModelConfig::Bert(c) => BackboneDims {
+                architecture: "bert",
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                num_kv_heads: c.num_attention_heads,
+                head_dim: c.hidden_size / c.num_attention_heads,
+                hidden_size: c.hidden_size,
+                vocab_size: c.vocab_size,
+                max_positions: c.max_position_embeddings,
+            },
+            ModelConfig::Llama(c) => BackboneDims {
+                architecture: "llama",
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                num_kv_heads: c.kv_heads(),
+                head_dim: c.head_dim(),
+                hidden_size: c.hidden_size,
+                vocab_size: c.vocab_size,
+                max_positions: c.max_position_embeddings,
+            },
+        }
+    }
+}
+
+/// Shape facts of a loaded backbone: what prompt and prefix modules size themselves by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BackboneDims {
+    /// `bert` or `llama`.
+    pub architecture: &'static str,
+    /// Transformer layers.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (equal to `num_heads` without GQA).
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Hidden size `d`.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Size of the position table / trained context.
+    pub max_positions: usize,
+}
+
+impl BackboneDims {
+    /// Width of one layer's keys (or values): `num_kv_heads * head_dim`.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_architecture_and_bad_shapes() {
+        let e = ModelConfig::from_json(r#"{"model_type":"gpt_neox"}"#, "t").unwrap_err();
+        assert!(matches!(e, TransformerError::UnknownArchitecture(ref a) if a == "gpt_neox"));
+        let e = ModelConfig::from_json(
+            r#"{"model_type":"bert","vocab_size":10,"hidden_size":30,"num_hidden_layers":1,
+                "num_attention_heads":4,"intermediate_size":8,"max_position_embeddings":8}"#,
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not divisible"), "{e}");
+        let e = ModelConfig::from_json("{not json", "cfg.json").unwrap_err();
+        assert!(e.to_string().contains("cfg.json"), "{e}");
+    }
+
+    #[test]
+    fn llama_defaults_follow_hf() {
+        let c = ModelConfig::from_json(
+            r#"{"model_type":"llama","vocab_size":10,"hidden_size":32,"num_hidden_layers":1,
+                "num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":8,
+                "max_position_embeddings":64}"#,
+            "t",
+        )
+        .unwrap();
+        let d = c.dims();
+        assert_eq!((d.num_kv_heads, d.head_dim, d.kv_dim()), (2, 8, 16));
+    }
+}

@@ -1,0 +1,290 @@
+//! Llama-family decoder mirroring HF `LlamaForCausalLM` (transformers 4.57 `modeling_llama.py`):
+//! RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, tied or untied LM head, KV cache.
+
+mod load;
+mod rope;
+
+pub use load::load_llama;
+pub use rope::{apply_rope, rope_tables};
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::attention::{
+    attention_mask, position_offset, scaled_dot_product, with_prefix, LayerPrefix,
+};
+use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
+use crate::error::{Result, TransformerError};
+use crate::input::{Backbone, BackboneInput};
+
+/// HF `LlamaAttention` (no biases).
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    /// `q_proj` `[d → heads·head_dim]`.
+    pub q_proj: Linear<B>,
+    /// `k_proj` `[d → kv_heads·head_dim]`.
+    pub k_proj: Linear<B>,
+    /// `v_proj` `[d → kv_heads·head_dim]`.
+    pub v_proj: Linear<B>,
+    /// `o_proj` `[heads·head_dim → d]`.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+}
+
+/// HF `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend> {
+    /// `gate_proj`.
+    pub gate_proj: Linear<B>,
+    /// `up_proj`.
+    pub up_proj: Linear<B>,
+    /// `down_proj`.
+    pub down_proj: Linear<B>,
+}
+
+/// HF `LlamaDecoderLayer` (pre-norm).
+#[derive(Module, Debug)]
+pub struct LlamaLayer<B: Backend> {
+    /// `input_layernorm`.
+    pub input_norm: RmsNorm<B>,
+    /// `self_attn`.
+    pub attention: LlamaAttention<B>,
+    /// `post_attention_layernorm`.
+    pub post_norm: RmsNorm<B>,
+    /// `mlp`.
+    pub mlp: LlamaMlp<B>,
+}
+
+/// HF `LlamaForCausalLM` without dropout.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// `model.embed_tokens`.
+    pub embed_tokens: Embedding<B>,
+    /// `model.layers`.
+    pub layers: Vec<LlamaLayer<B>>,
+    /// `model.norm`.
+    pub norm: RmsNorm<B>,
+    /// `lm_head`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    /// The HF config.
+    #[module(skip)]
+    pub config: LlamaConfig,
+}
+
+/// Rotated keys and values of the real tokens seen so far, per layer, plus their padding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    padding: Option<Tensor<B, 2, Bool>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model of `num_layers` layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers], padding: None, len: 0 }
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Concatenates two optional `[b, *]` padding masks (missing parts are "not padded").
+fn cat_padding<B: Backend>(
+    past: Option<Tensor<B, 2, Bool>>,
+    n_past: usize,
+    current: Option<Tensor<B, 2, Bool>>,
+    b: usize,
+    s: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 2, Bool>> {
+    if past.is_none() && current.is_none() {
+        return None;
+    }
+    let none = |n: usize| {
+        Tensor::<B, 2, Bool>::from_bool(TensorData::new(vec![false; b * n], [b, n]), device)
+    };
+    let past = past.unwrap_or_else(|| none(n_past));
+    let current = current.unwrap_or_else(|| none(s));
+    Some(if n_past == 0 { current } else { Tensor::cat(vec![past, current], 1) })
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    /// # Shapes
+    /// - x: `[b, s, d]`, cos/sin: `[s, head_dim]`, mask: `[b, 1, s, n_prefix + n_past + s]` → `[b, s, d]`
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        prefix: Option<&LayerPrefix<B>>,
+        cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let hd = self.head_dim;
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, self.num_heads, hd]).swap_dims(1, 2);
+        let k =
+            self.k_proj.forward(x.clone()).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
+        let q = apply_rope(q, cos, sin);
+        let k = apply_rope(k, cos, sin);
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = with_prefix(k, v, prefix);
+        let context =
+            scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, self.num_heads * hd]);
+        self.o_proj.forward(context)
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// Runs new tokens through the decoder, reading and extending `cache`.
+    ///
+    /// `input.padding_mask` covers only the new tokens; the cache remembers earlier ones. The
+    /// prefix (if any) must be passed on every call; it is not cached.
+    ///
+    /// # Shapes
+    /// - input.embeds: `[b, s, d]` → `[b, s, d]` (after the final norm)
+    pub fn forward_cached(
+        &self,
+        input: BackboneInput<B>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let dims = self.dims();
+        let [b, s] = input.validate(&dims)?;
+        if cache.layers.len() != dims.num_layers {
+            return Err(TransformerError::Input(format!(
+                "KV cache has {} layers, the model has {}",
+                cache.layers.len(),
+                dims.num_layers
+            )));
+        }
+        let n_prefix = input.prefix_len();
+        let n_past = cache.len;
+        let offset = position_offset(input.positions, n_prefix, n_past, s, dims.max_positions)?;
+        let device = input.embeds.device();
+        let (cos, sin) =
+            rope_tables::<B>(self.config.rope_theta, dims.head_dim, offset..offset + s, &device);
+        let padding = cat_padding(cache.padding.take(), n_past, input.padding_mask, b, s, &device);
+        let (prefix_layers, slot_mask) = match input.prefix {
+            Some(p) => (p.layers, p.slot_mask),
+            None => (Vec::new(), None),
+        };
+        let mask =
+            attention_mask(b, s, n_prefix, n_past, padding.clone(), slot_mask, true, &device);
+        let mut x = input.embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let prefix = prefix_layers.get(i).and_then(Option::as_ref);
+            let h = layer.attention.forward(
+                layer.input_norm.forward(x.clone()),
+                &cos,
+                &sin,
+                prefix,
+                &mut cache.layers[i],
+                mask.clone(),
+            );
+            let x_attn = x + h;
+            let m = &layer.mlp;
+            let normed = layer.post_norm.forward(x_attn.clone());
+            let ffn = m
+                .down_proj
+                .forward(silu(m.gate_proj.forward(normed.clone())) * m.up_proj.forward(normed));
+            x = x_attn + ffn;
+        }
+        cache.padding = padding;
+        cache.len += s;
+        Ok(self.norm.forward(x))
+    }
+
+    /// The LM head (tied to the embeddings when the checkpoint has no `lm_head`).
+    ///
+    /// # Shapes
+    /// - hidden: `[b, s, d]` → `[b, s, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(
+                hidden,
+                self.embed_tokens.weight.val().transpose(),
+                None,
+            ),
+        }
+    }
+
+    /// Greedy decoding with the KV cache: returns the `max_tokens` (or fewer, on `eos`) new ids.
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        max_tokens: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        let dims = self.dims();
+        crate::input::check_ids(prompt, dims.vocab_size)?;
+        if prompt.is_empty() {
+            return Err(TransformerError::Input("empty prompt".into()));
+        }
+        let device = self.embed_tokens.weight.device();
+        let mut cache = KvCache::new(dims.num_layers);
+        let mut next_input: Vec<u32> = prompt.to_vec();
+        let mut out = Vec::with_capacity(max_tokens);
+        for _ in 0..max_tokens {
+            let n = next_input.len();
+            let ids = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(next_input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
+                &device,
+            );
+            let hidden = self.forward_cached(BackboneInput::new(self.embed(ids)), &mut cache)?;
+            let last = hidden.narrow(1, n - 1, 1);
+            let logits = self.logits(last).reshape([dims.vocab_size]);
+            let data = logits.argmax(0).into_data();
+            let next = data
+                .iter::<i64>()
+                .next()
+                .ok_or_else(|| TransformerError::Input("empty logits".into()))?
+                as u32;
+            out.push(next);
+            if Some(next) == eos {
+                break;
+            }
+            next_input = vec![next];
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> Backbone<B> for Llama<B> {
+    fn dims(&self) -> BackboneDims {
+        ModelConfig::Llama(self.config.clone()).dims()
+    }
+
+    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    fn embedding_matrix(&self) -> Tensor<B, 2> {
+        self.embed_tokens.weight.val()
+    }
+
+    fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
+        self.forward_cached(input, &mut KvCache::new(self.layers.len()))
+    }
+}

@@ -1,0 +1,92 @@
+//! Tokenizers: HF `tokenizer.json` through the `tokenizers` crate (padding and truncation switched
+//! off: ptune pads and truncates itself), or a byte-level BPE built from a GGUF file's vocabulary
+//! and merges (what llama.cpp calls the `gpt2` model with the `smollm` pre-tokenizer: digits split
+//! one by one, then GPT-2 byte-level splitting).
+
+use std::path::Path;
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{PreTokenizerWrapper, Tokenizer};
+
+use crate::error::{Result, TransformerError};
+use crate::loader::gguf::GgufFile;
+
+/// A loaded tokenizer plus the special tokens ptune needs.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    add_special_tokens: bool,
+    vocab_size: usize,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> TransformerError {
+    TransformerError::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// Loads an HF `tokenizer.json`, with its padding and truncation removed.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| TransformerError::Tokenizer(format!("{}: {e}", path.display())))?;
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(tok_err)?;
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self { inner, add_special_tokens: true, vocab_size })
+    }
+
+    /// Builds the byte-level BPE tokenizer embedded in a GGUF file (no BOS is added, as HF's
+    /// SmolLM2 tokenizer does not add one).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let (tokens, merges) = file.bpe_vocab_and_merges()?;
+        let vocab_size = tokens.len();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| TransformerError::Tokenizer(format!("malformed merge `{m}`")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ]);
+        inner.with_pre_tokenizer(Some(pre));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        Ok(Self { inner, add_special_tokens: false, vocab_size })
+    }
+
+    /// Token ids of `text` (with the tokenizer's special tokens, e.g. BERT's `[CLS]`/`[SEP]`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, self.add_special_tokens).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(tok_err)
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// The wrapped `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}

@@ -1,0 +1,224 @@
+//! Tiny random BERT and Llama (made by scripts/gen_reference.py) against HF transformers 4.57.6:
+//! plain, with a padding mask, with a prefix passed as past_key_values; on every CPU backend and wgpu.
+
+mod common;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use common::*;
+use ptune_transformer::llama::KvCache;
+use ptune_transformer::{
+    load_model, AnyBackbone, Backbone, BackboneInput, LayerPrefix, PositionPolicy, PrefixKv,
+    TransformerError,
+};
+
+fn load<B: Backend>(name: &str) -> AnyBackbone<B> {
+    load_model::<B>(&fixtures_dir().join(name), &Default::default()).expect("load").backbone
+}
+
+fn prefix<B: Backend>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B> {
+    let keys = r["prefix_keys"].as_array().expect("keys");
+    let values = r["prefix_values"].as_array().expect("values");
+    PrefixKv {
+        layers: keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| {
+                Some(LayerPrefix { key: float_tensor(k, device), value: float_tensor(v, device) })
+            })
+            .collect(),
+        slot_mask: None,
+    }
+}
+
+pub fn tiny_bert<B: Backend>(tol: f32) {
+    let device = Default::default();
+    let r = fixture("tiny_bert_reference.json");
+    let AnyBackbone::Bert(model) = load::<B>("tiny-bert") else { panic!("not bert") };
+    let ids = int_tensor::<B, 2>(&r["input_ids"], &device);
+    let types = int_tensor::<B, 2>(&r["token_type_ids"], &device);
+    let input = || BackboneInput::new(model.embed(ids.clone())).with_token_types(types.clone());
+
+    let hidden = model.forward(input()).expect("forward");
+    assert_close("tiny bert plain", &to_vec(hidden.clone()), &floats(&r["plain_last_hidden"]), tol);
+    let pooled = model.pool(hidden).expect("pooler");
+    assert_close("tiny bert pooled", &to_vec(pooled), &floats(&r["plain_pooled"]), tol);
+
+    let mask = ints(&r["attention_mask"]);
+    let masked = model
+        .forward(input().with_padding_mask(padding_mask(&r["attention_mask"], &device)))
+        .unwrap();
+    let keep = valid_positions(&mask, 7, 32);
+    assert_close_where(
+        "tiny bert masked",
+        &to_vec(masked),
+        &floats(&r["masked_last_hidden"]),
+        tol,
+        &keep,
+    );
+
+    let with_prefix = model
+        .forward(
+            input()
+                .with_padding_mask(padding_mask(&r["attention_mask"], &device))
+                .with_prefix(prefix(&r, &device)),
+        )
+        .unwrap();
+    assert_close_where(
+        "tiny bert prefix",
+        &to_vec(with_prefix),
+        &floats(&r["prefix_last_hidden"]),
+        tol,
+        &keep,
+    );
+}
+
+pub fn tiny_llama<B: Backend>(tol: f32) {
+    let device = Default::default();
+    let r = fixture("tiny_llama_reference.json");
+    let AnyBackbone::Llama(model) = load::<B>("tiny-llama") else { panic!("not llama") };
+    let ids = int_tensor::<B, 2>(&r["input_ids"], &device);
+    let input = || BackboneInput::new(model.embed(ids.clone()));
+
+    let hidden = model.forward(input()).unwrap();
+    assert_close(
+        "tiny llama hidden",
+        &to_vec(hidden.clone()),
+        &floats(&r["plain_last_hidden"]),
+        tol,
+    );
+    let logits = model.logits(hidden);
+    assert_close("tiny llama logits", &to_vec(logits.clone()), &floats(&r["plain_logits"]), tol);
+
+    let mask = ints(&r["attention_mask"]);
+    let keep = valid_positions(&mask, 6, 128);
+    let masked = model.logits(
+        model
+            .forward(input().with_padding_mask(padding_mask(&r["attention_mask"], &device)))
+            .unwrap(),
+    );
+    assert_close_where(
+        "tiny llama masked",
+        &to_vec(masked),
+        &floats(&r["masked_logits"]),
+        tol,
+        &keep,
+    );
+
+    let with_prefix = model.logits(
+        model
+            .forward(
+                input()
+                    .with_padding_mask(padding_mask(&r["attention_mask"], &device))
+                    .with_prefix(prefix(&r, &device)),
+            )
+            .unwrap(),
+    );
+    assert_close_where(
+        "tiny llama prefix",
+        &to_vec(with_prefix),
+        &floats(&r["prefix_logits"]),
+        tol,
+        &keep,
+    );
+
+    // KV cache: 4 tokens then 2 give the same last logits as one pass over 6.
+    let mut cache = KvCache::new(2);
+    let first = model
+        .forward_cached(BackboneInput::new(model.embed(ids.clone().narrow(1, 0, 4))), &mut cache)
+        .unwrap();
+    let second = model
+        .forward_cached(BackboneInput::new(model.embed(ids.clone().narrow(1, 4, 2))), &mut cache)
+        .unwrap();
+    assert_eq!(cache.len(), 6);
+    let incremental = model.logits(Tensor::cat(vec![first, second], 1));
+    assert_close("tiny llama kv cache", &to_vec(incremental), &to_vec(logits), tol);
+}
+
+pub fn all_parameters_loaded<B: Backend>() {
+    for name in ["tiny-bert", "tiny-llama"] {
+        let loaded = load_model::<B>(&fixtures_dir().join(name), &Default::default()).unwrap();
+        let file =
+            ptune_transformer::loader::safetensors::SafetensorsSource::open(&loaded.weights_path)
+                .unwrap();
+        let mut in_file = file.names().unwrap();
+        let mut used = loaded.loaded_tensors.clone();
+        in_file.sort();
+        used.sort();
+        assert_eq!(used, in_file, "{name}: every tensor of the file, and only those, loaded");
+        let values: usize = match &loaded.backbone {
+            AnyBackbone::Bert(m) => m.num_params(),
+            AnyBackbone::Llama(m) => m.num_params(),
+        };
+        assert_eq!(values, loaded.backbone.num_params());
+        assert!(values > 10_000, "{name}: {values} parameters");
+    }
+}
+
+pub fn position_policy_and_limits<B: Backend>() {
+    let device = Default::default();
+    let AnyBackbone::Bert(model) = load::<B>("tiny-bert") else { panic!("not bert") };
+    // 40 positions: a 3-slot prefix plus 38 tokens overflows when shifted, fits when kept.
+    let embeds = Tensor::<B, 3>::zeros([1, 38, 32], &device);
+    let zeros = |n| Tensor::<B, 4>::zeros([1, 4, n, 8], &device);
+    let prefix = PrefixKv {
+        layers: (0..2).map(|_| Some(LayerPrefix { key: zeros(3), value: zeros(3) })).collect(),
+        slot_mask: None,
+    };
+    let err =
+        model.forward(BackboneInput::new(embeds.clone()).with_prefix(prefix.clone())).unwrap_err();
+    assert!(
+        matches!(err, TransformerError::TooManyPositions { prefix: 3, tokens: 38, max: 40 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("41 > 40"), "{err}");
+    let kept = model.forward(
+        BackboneInput::new(embeds).with_prefix(prefix).with_positions(PositionPolicy::Keep),
+    );
+    assert_eq!(kept.unwrap().dims(), [1, 38, 32]);
+
+    // A prefix sized for the wrong number of heads is rejected with the expected shape.
+    let bad = PrefixKv {
+        layers: (0..2)
+            .map(|_| {
+                Some(LayerPrefix {
+                    key: zeros(3).reshape([1, 2, 6, 8]),
+                    value: zeros(3).reshape([1, 2, 6, 8]),
+                })
+            })
+            .collect(),
+        slot_mask: None,
+    };
+    let err = model
+        .forward(BackboneInput::new(Tensor::zeros([1, 4, 32], &device)).with_prefix(bad))
+        .unwrap_err();
+    assert!(err.to_string().contains("expected [1 or 1, 4, 6, 8]"), "{err}");
+}
+
+macro_rules! backend_tests {
+    ($name:ident, $backend:ty, $tol:expr) => {
+        mod $name {
+            #[test]
+            fn tiny_bert_matches_hf() {
+                super::tiny_bert::<$backend>($tol);
+            }
+            #[test]
+            fn tiny_llama_matches_hf() {
+                super::tiny_llama::<$backend>($tol);
+            }
+            #[test]
+            fn every_parameter_is_loaded() {
+                super::all_parameters_loaded::<$backend>();
+            }
+            #[test]
+            fn position_policy_and_limits() {
+                super::position_policy_and_limits::<$backend>();
+            }
+        }
+    };
+}
+
+backend_tests!(flex, burn::backend::Flex, 1e-5);
+backend_tests!(ndarray, burn::backend::NdArray, 1e-5);
+backend_tests!(wgpu, burn::backend::Wgpu, 1e-4);
