@@ -14,6 +14,13 @@ Writes crates/ptune-transformer/tests/fixtures/:
   minilm_reference.json: real all-MiniLM-L6-v2 token ids and last hidden states on fixed sentences;
   smollm2_reference.json: real SmolLM2-135M-Instruct (GGUF, dequantized by transformers) token ids,
       logits slices and greedy continuations.
+and crates/ptune-prompt/tests/fixtures/peft/<model>-<method>/ (peft 0.21.2), for the tiny BERT
+(SEQ_CLS, with PEFT's classifier) and the tiny Llama (CAUSAL_LM) and each method:
+  adapter_config.json, adapter_model.safetensors: PEFT's own save_pretrained output;
+  encoder.safetensors: the trainable prompt encoder (before materialization);
+  reference.json: inputs and the logits PEFT computes with the adapter (eval mode).
+`roundtrip` (run after `cargo xtask test` wrote ptune's adapters under target/ptune-adapters) loads
+ptune's adapters in PEFT and compares the logits to ptune's (written beside them).
 """
 import json
 import os
@@ -186,10 +193,97 @@ def smollm2():
     (OUT / "smollm2_reference.json").write_text(json.dumps(ref))
 
 
+PEFT_OUT = ROOT / "crates" / "ptune-prompt" / "tests" / "fixtures" / "peft"
+
+
+def peft_methods(task):
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+    return {
+        "prompt-tuning": PromptTuningConfig(task_type=task, num_virtual_tokens=4),
+        "p-tuning-mlp": PromptEncoderConfig(task_type=task, num_virtual_tokens=4,
+                                            encoder_reparameterization_type="MLP", encoder_hidden_size=16),
+        "p-tuning-lstm": PromptEncoderConfig(task_type=task, num_virtual_tokens=4,
+                                             encoder_reparameterization_type="LSTM", encoder_hidden_size=16),
+        "prefix-tuning": PrefixTuningConfig(task_type=task, num_virtual_tokens=4, prefix_projection=True,
+                                            encoder_hidden_size=16),
+        "p-tuning-v2": PrefixTuningConfig(task_type=task, num_virtual_tokens=4, prefix_projection=False),
+    }
+
+
+def tiny_base(model):
+    from transformers import BertForSequenceClassification
+    if model == "bert":
+        return BertForSequenceClassification.from_pretrained(OUT / "tiny-bert", num_labels=2,
+                                                             attn_implementation="eager")
+    return LlamaForCausalLM.from_pretrained(OUT / "tiny-llama", attn_implementation="eager")
+
+
+def tiny_inputs(model):
+    g = torch.Generator().manual_seed(20)
+    vocab, seq = (120, 7) if model == "bert" else (128, 6)
+    ids = torch.randint(1, vocab, (2, seq), generator=g)
+    mask = torch.ones(2, seq, dtype=torch.long)
+    mask[1, seq - 2:] = 0
+    return ids, mask
+
+
+def peft_adapters():
+    from peft import TaskType, get_peft_model
+    from safetensors.torch import save_file
+    import peft
+    assert peft.__version__ == "0.21.2", peft.__version__
+    for model in ["bert", "llama"]:
+        task = TaskType.SEQ_CLS if model == "bert" else TaskType.CAUSAL_LM
+        for i, (method, cfg) in enumerate(peft_methods(task).items()):
+            torch.manual_seed(100 + i)
+            base = tiny_base(model)
+            m = get_peft_model(base, cfg).eval()
+            d = PEFT_OUT / f"{model}-{method}"
+            m.save_pretrained(d)
+            conf = json.loads((d / "adapter_config.json").read_text())
+            conf["base_model_name_or_path"] = f"tiny-{model}"
+            (d / "adapter_config.json").write_text(json.dumps(conf, indent=2, sort_keys=True))
+            enc = {k: v.contiguous() for k, v in m.prompt_encoder["default"].state_dict().items()}
+            save_file(enc, d / "encoder.safetensors")
+            ids, mask = tiny_inputs(model)
+            with torch.no_grad():
+                logits = m(input_ids=ids, attention_mask=mask).logits
+            (d / "reference.json").write_text(json.dumps({
+                "input_ids": ids2j(ids), "attention_mask": ids2j(mask), "logits": t2j(logits),
+            }))
+            (d / "README.md").unlink(missing_ok=True)
+
+
+def roundtrip():
+    """Loads the adapters ptune saved (target/ptune-adapters/<model>-<method>/) in PEFT and checks PEFT
+    computes the logits ptune computed (ptune_logits.json beside each)."""
+    from peft import PeftModel
+    src = ROOT / "target" / "ptune-adapters"
+    report = {}
+    for d in sorted(p for p in src.iterdir() if p.is_dir()):
+        model = d.name.split("-")[0]
+        ours = json.loads((d / "ptune_logits.json").read_text())
+        peft_model = PeftModel.from_pretrained(tiny_base(model), d).eval()
+        ids, mask = tiny_inputs(model)
+        with torch.no_grad():
+            logits = peft_model(input_ids=ids, attention_mask=mask).logits
+        expected = torch.tensor(ours["data"]).reshape(ours["shape"])
+        if model == "llama" and logits.shape[1] != expected.shape[1]:
+            logits = logits[:, logits.shape[1] - expected.shape[1]:]
+        valid = mask.bool().unsqueeze(-1).expand_as(logits) if model == "llama" else torch.ones_like(logits).bool()
+        diff = (logits - expected).abs()[valid].max().item()
+        report[d.name] = diff
+        print(f"{d.name}: PEFT vs ptune max |diff| = {diff:.3e}")
+        assert diff < 1e-5, d.name
+    (PEFT_OUT / "roundtrip_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+
+
 if __name__ == "__main__":
     import sys
     OUT.mkdir(parents=True, exist_ok=True)
-    steps = {"tiny_bert": tiny_bert, "tiny_llama": tiny_llama, "minilm": minilm, "smollm2": smollm2}
-    for name in sys.argv[1:] or steps:
+    PEFT_OUT.mkdir(parents=True, exist_ok=True)
+    steps = {"tiny_bert": tiny_bert, "tiny_llama": tiny_llama, "minilm": minilm, "smollm2": smollm2,
+             "peft_adapters": peft_adapters, "roundtrip": roundtrip}
+    for name in sys.argv[1:] or [k for k in steps if k != "roundtrip"]:
         steps[name]()
     print("wrote", sorted(p.name for p in OUT.iterdir()))

@@ -20,14 +20,15 @@ pub struct LayerPrefix<B: Backend> {
 }
 
 /// Prefix keys/values for every layer (`None` for layers without a prefix), all with the same
-/// number of slots, plus an optional mask of unused slots (for batches mixing adapters of
-/// different lengths).
+/// number of slots `n`, plus optional per-row lengths for batches that mix adapters of different
+/// lengths: row `r` uses slots `0..row_lengths[r]`; later slots are masked like padding, and under
+/// [`PositionPolicy::Shift`](crate::PositionPolicy) its real tokens start at `row_lengths[r]`.
 #[derive(Debug, Clone)]
 pub struct PrefixKv<B: Backend> {
     /// One entry per backbone layer.
     pub layers: Vec<Option<LayerPrefix<B>>>,
-    /// `[b, n_prefix]`, `true` = slot unused by this row (masked like padding).
-    pub slot_mask: Option<Tensor<B, 2, Bool>>,
+    /// Slots used by each row (`None`: every row uses all `n`).
+    pub row_lengths: Option<Vec<usize>>,
 }
 
 impl<B: Backend> PrefixKv<B> {
@@ -65,15 +66,28 @@ impl<B: Backend> PrefixKv<B> {
                 }
             }
         }
-        if let Some(mask) = &self.slot_mask {
-            if mask.dims() != [batch, n] {
+        if let Some(lengths) = &self.row_lengths {
+            if lengths.len() != batch || lengths.iter().any(|&l| l > n) {
                 return Err(TransformerError::Input(format!(
-                    "prefix slot mask has shape {:?}, expected [{batch}, {n}]",
-                    mask.dims()
+                    "prefix row lengths {lengths:?} must be {batch} values of at most {n}"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// Slots used by row `r`.
+    pub fn row_len(&self, r: usize) -> usize {
+        self.row_lengths.as_ref().and_then(|l| l.get(r).copied()).unwrap_or_else(|| self.len())
+    }
+
+    /// `[b, n]` mask of unused slots (`true` = unused), or `None` when every row uses every slot.
+    pub fn slot_mask(&self, batch: usize, device: &B::Device) -> Option<Tensor<B, 2, Bool>> {
+        let lengths = self.row_lengths.as_ref()?;
+        let n = self.len();
+        let values: Vec<bool> =
+            (0..batch).flat_map(|r| (0..n).map(move |j| j >= lengths[r])).collect();
+        Some(Tensor::from_bool(TensorData::new(values, [batch, n]), device))
     }
 }
 
@@ -187,25 +201,30 @@ pub fn with_prefix<B: Backend>(
     (Tensor::cat(vec![pk, key], 2), Tensor::cat(vec![pv, value], 2))
 }
 
-/// First position of the real tokens and a range check against the position table.
-pub fn position_offset(
+/// Position of each row's first real token (`[b]`), checked against the position table.
+pub fn position_offsets<B: Backend>(
     policy: crate::config::PositionPolicy,
-    n_prefix: usize,
+    prefix: Option<&PrefixKv<B>>,
+    batch: usize,
     n_past: usize,
     tokens: usize,
     max_positions: usize,
-) -> Result<usize> {
-    let shift = match policy {
-        crate::config::PositionPolicy::Shift => n_prefix,
-        crate::config::PositionPolicy::Keep => 0,
-    };
-    let offset = shift + n_past;
-    if offset + tokens > max_positions {
-        return Err(TransformerError::TooManyPositions {
-            prefix: offset,
-            tokens,
-            max: max_positions,
-        });
-    }
-    Ok(offset)
+) -> Result<Vec<usize>> {
+    (0..batch)
+        .map(|r| {
+            let shift = match (policy, prefix) {
+                (crate::config::PositionPolicy::Shift, Some(p)) => p.row_len(r),
+                _ => 0,
+            };
+            let offset = shift + n_past;
+            if offset + tokens > max_positions {
+                return Err(TransformerError::TooManyPositions {
+                    prefix: offset,
+                    tokens,
+                    max: max_positions,
+                });
+            }
+            Ok(offset)
+        })
+        .collect()
 }

@@ -119,6 +119,13 @@ pub trait Backbone<B: Backend> {
     /// # Shapes
     /// - input.embeds: `[b, s, d]` → `[b, s, d]`
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>>;
+
+    /// Each layer's keys and values of the real tokens (after RoPE for decoders), as attention sees
+    /// them; used to initialize prefixes from the activations of real text.
+    ///
+    /// # Shapes
+    /// - input.embeds: `[b, s, d]` → per layer `([b, n_kv_heads, s, head_dim], same)`
+    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>>;
 }
 
 /// Checks token ids against the vocabulary (an unknown id is an error, not an out-of-bounds read).

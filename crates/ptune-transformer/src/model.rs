@@ -138,6 +138,12 @@ impl<B: Backend> Backbone<B> for AnyBackbone<B> {
             AnyBackbone::Llama(m) => m.forward(input),
         }
     }
+    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        match self {
+            AnyBackbone::Bert(m) => m.key_values(input),
+            AnyBackbone::Llama(m) => m.key_values(input),
+        }
+    }
 }
 
 impl<B: Backend> AnyBackbone<B> {

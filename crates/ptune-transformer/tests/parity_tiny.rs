@@ -28,7 +28,7 @@ fn prefix<B: Backend>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B> 
                 Some(LayerPrefix { key: float_tensor(k, device), value: float_tensor(v, device) })
             })
             .collect(),
-        slot_mask: None,
+        row_lengths: None,
     }
 }
 
@@ -164,7 +164,7 @@ pub fn position_policy_and_limits<B: Backend>() {
     let zeros = |n| Tensor::<B, 4>::zeros([1, 4, n, 8], &device);
     let prefix = PrefixKv {
         layers: (0..2).map(|_| Some(LayerPrefix { key: zeros(3), value: zeros(3) })).collect(),
-        slot_mask: None,
+        row_lengths: None,
     };
     let err =
         model.forward(BackboneInput::new(embeds.clone()).with_prefix(prefix.clone())).unwrap_err();
@@ -188,7 +188,7 @@ pub fn position_policy_and_limits<B: Backend>() {
                 })
             })
             .collect(),
-        slot_mask: None,
+        row_lengths: None,
     };
     let err = model
         .forward(BackboneInput::new(Tensor::zeros([1, 4, 32], &device)).with_prefix(bad))

@@ -9,10 +9,10 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::attention::{
-    attention_mask, position_offset, scaled_dot_product, with_prefix, LayerPrefix,
+    attention_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, BertConfig, ModelConfig};
 use crate::error::Result;
@@ -83,33 +83,33 @@ impl<B: Backend> BertAttention<B> {
         x: Tensor<B, 3>,
         prefix: Option<&LayerPrefix<B>>,
         mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
-    ) -> Tensor<B, 3> {
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, d] = x.dims();
         let heads =
             |t: Tensor<B, 3>| t.reshape([b, s, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
         let q = heads(self.query.forward(x.clone()));
-        let (k, v) = with_prefix(
-            heads(self.key.forward(x.clone())),
-            heads(self.value.forward(x.clone())),
-            prefix,
-        );
+        let (key, value) =
+            (heads(self.key.forward(x.clone())), heads(self.value.forward(x.clone())));
+        let (k, v) = with_prefix(key.clone(), value.clone(), prefix);
         let context = scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, d]);
-        self.norm.forward(self.output.forward(context) + x)
+        (self.norm.forward(self.output.forward(context) + x), key, value)
     }
 }
 
 impl<B: Backend> BertLayer<B> {
+    /// Returns the layer output and the layer's own (unprefixed) keys and values.
+    ///
     /// # Shapes
-    /// - x: `[b, s, d]` → `[b, s, d]`
+    /// - x: `[b, s, d]` → `[b, s, d]`, keys/values `[b, heads, s, head_dim]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
         prefix: Option<&LayerPrefix<B>>,
         mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
-    ) -> Tensor<B, 3> {
-        let attended = self.attention.forward(x, prefix, mask);
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (attended, key, value) = self.attention.forward(x, prefix, mask);
         let hidden = gelu(self.intermediate.forward(attended.clone()));
-        self.norm.forward(self.output.forward(hidden) + attended)
+        (self.norm.forward(self.output.forward(hidden) + attended), key, value)
     }
 }
 
@@ -140,28 +140,48 @@ impl<B: Backend> Backbone<B> for Bert<B> {
     }
 
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
+        Ok(self.run(input, false)?.0)
+    }
+
+    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        Ok(self.run(input, true)?.1)
+    }
+}
+
+impl<B: Backend> Bert<B> {
+    /// The encoder pass; with `collect`, also every layer's keys and values.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        input: BackboneInput<B>,
+        collect: bool,
+    ) -> Result<(Tensor<B, 3>, Vec<(Tensor<B, 4>, Tensor<B, 4>)>)> {
         let dims = self.dims();
         let [b, s] = input.validate(&dims)?;
         let n_prefix = input.prefix_len();
-        let offset = position_offset(input.positions, n_prefix, 0, s, dims.max_positions)?;
+        let offsets =
+            position_offsets(input.positions, input.prefix.as_ref(), b, 0, s, dims.max_positions)?;
         let device = input.embeds.device();
-        let positions = Tensor::<B, 1, Int>::arange(offset as i64..(offset + s) as i64, &device)
-            .reshape([1, s])
-            .expand([b, s]);
+        let positions: Vec<i64> =
+            offsets.iter().flat_map(|&o| (o..o + s).map(|p| p as i64)).collect();
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, s]), &device);
         let types =
             input.token_types.unwrap_or_else(|| Tensor::<B, 2, Int>::zeros([b, s], &device));
         let e = &self.embeddings;
         let x = input.embeds + e.position.forward(positions) + e.token_type.forward(types);
         let mut x = e.norm.forward(x);
-        let (prefix_layers, slot_mask) = match input.prefix {
-            Some(p) => (p.layers, p.slot_mask),
-            None => (Vec::new(), None),
-        };
+        let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
+        let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
         let mask = attention_mask(b, s, n_prefix, 0, input.padding_mask, slot_mask, false, &device);
+        let mut key_values = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
-            x = layer.forward(x, prefix, mask.clone());
+            let (out, key, value) = layer.forward(x, prefix, mask.clone());
+            x = out;
+            if collect {
+                key_values.push((key, value));
+            }
         }
-        Ok(x)
+        Ok((x, key_values))
     }
 }

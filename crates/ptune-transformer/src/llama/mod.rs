@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::attention::{
-    attention_mask, position_offset, scaled_dot_product, with_prefix, LayerPrefix,
+    attention_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
 use crate::error::{Result, TransformerError};
@@ -126,12 +126,12 @@ fn cat_padding<B: Backend>(
 
 impl<B: Backend> LlamaAttention<B> {
     /// # Shapes
-    /// - x: `[b, s, d]`, cos/sin: `[s, head_dim]`, mask: `[b, 1, s, n_prefix + n_past + s]` → `[b, s, d]`
+    /// - x: `[b, s, d]`, cos/sin: `[b, 1, s, head_dim]`, mask: `[b, 1, s, n_prefix + n_past + s]` → `[b, s, d]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
         prefix: Option<&LayerPrefix<B>>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
         mask: Option<Tensor<B, 4, Bool>>,
@@ -180,15 +180,20 @@ impl<B: Backend> Llama<B> {
         }
         let n_prefix = input.prefix_len();
         let n_past = cache.len;
-        let offset = position_offset(input.positions, n_prefix, n_past, s, dims.max_positions)?;
+        let offsets = position_offsets(
+            input.positions,
+            input.prefix.as_ref(),
+            b,
+            n_past,
+            s,
+            dims.max_positions,
+        )?;
         let device = input.embeds.device();
         let (cos, sin) =
-            rope_tables::<B>(self.config.rope_theta, dims.head_dim, offset..offset + s, &device);
+            rope_tables::<B>(self.config.rope_theta, dims.head_dim, &offsets, s, &device);
         let padding = cat_padding(cache.padding.take(), n_past, input.padding_mask, b, s, &device);
-        let (prefix_layers, slot_mask) = match input.prefix {
-            Some(p) => (p.layers, p.slot_mask),
-            None => (Vec::new(), None),
-        };
+        let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
+        let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
         let mask =
             attention_mask(b, s, n_prefix, n_past, padding.clone(), slot_mask, true, &device);
         let mut x = input.embeds;
@@ -286,5 +291,15 @@ impl<B: Backend> Backbone<B> for Llama<B> {
 
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
         self.forward_cached(input, &mut KvCache::new(self.layers.len()))
+    }
+
+    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        let mut cache = KvCache::new(self.layers.len());
+        self.forward_cached(input, &mut cache)?;
+        cache
+            .layers
+            .into_iter()
+            .map(|kv| kv.ok_or_else(|| TransformerError::Input("layer produced no keys".into())))
+            .collect()
     }
 }

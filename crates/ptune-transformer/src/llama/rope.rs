@@ -3,21 +3,22 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-/// `(cos, sin)` for `positions`, each `[s, head_dim]`, computed in f32 as HF does:
-/// `inv_freq = 1 / theta^(2i/head_dim)`, `emb = cat(freqs, freqs)`.
+/// `(cos, sin)` for positions `offsets[r]..offsets[r] + s` of each row, each `[b, 1, s, head_dim]`,
+/// computed in f32 as HF does: `inv_freq = 1 / theta^(2i/head_dim)`, `emb = cat(freqs, freqs)`.
 pub fn rope_tables<B: Backend>(
     theta: f64,
     head_dim: usize,
-    positions: std::ops::Range<usize>,
+    offsets: &[usize],
+    s: usize,
     device: &B::Device,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> =
         (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-    let s = positions.len();
-    let mut cos = Vec::with_capacity(s * head_dim);
-    let mut sin = Vec::with_capacity(s * head_dim);
-    for p in positions {
+    let b = offsets.len();
+    let mut cos = Vec::with_capacity(b * s * head_dim);
+    let mut sin = Vec::with_capacity(b * s * head_dim);
+    for p in offsets.iter().flat_map(|&o| o..o + s) {
         for _ in 0..2 {
             for f in &inv_freq {
                 let angle = p as f32 * f;
@@ -27,23 +28,23 @@ pub fn rope_tables<B: Backend>(
         }
     }
     (
-        Tensor::from_data(TensorData::new(cos, [s, head_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [s, head_dim]), device),
+        Tensor::from_data(TensorData::new(cos, [b, 1, s, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [b, 1, s, head_dim]), device),
     )
 }
 
 /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[.., half..], x[.., ..half])`.
 ///
 /// # Shapes
-/// - x: `[b, heads, s, head_dim]`, cos/sin: `[s, head_dim]` → `[b, heads, s, head_dim]`
+/// - x: `[b, heads, s, head_dim]`, cos/sin: `[b, 1, s, head_dim]` → `[b, heads, s, head_dim]`
 pub fn apply_rope<B: Backend>(
     x: Tensor<B, 4>,
-    cos: &Tensor<B, 2>,
-    sin: &Tensor<B, 2>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let head_dim = x.dims()[3];
     let half = head_dim / 2;
     let rotated =
         Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
-    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+    x * cos.clone() + rotated * sin.clone()
 }

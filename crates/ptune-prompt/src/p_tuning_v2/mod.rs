@@ -1,0 +1,61 @@
+//! P-Tuning v2 (Liu et al., 2022): deep prompts at every layer, by default without
+//! reparameterization, with prefix dropout 0.1 and optional layer selection. It is the prefix
+//! machinery configured differently, not a copy: PEFT expresses it as `PrefixTuningConfig` with
+//! `prefix_projection=False`.
+
+use burn::config::Config;
+use burn::tensor::backend::Backend;
+use ptune_transformer::{Backbone, TextTokenizer};
+
+use crate::prefix_tuning::{PrefixInit, PrefixTuningConfig};
+use crate::soft_prompt::SoftPrompt;
+use crate::spec::MethodKind;
+
+/// Which layers get deep prompts.
+#[derive(Config, Debug, PartialEq)]
+pub enum LayerSelection {
+    /// Every layer.
+    All,
+    /// Only the top `k` layers (closest to the output).
+    Top(usize),
+    /// An explicit list.
+    List(Vec<usize>),
+}
+
+/// Config of P-Tuning v2.
+#[derive(Config, Debug)]
+pub struct PTuningV2Config {
+    /// Prefix slots `N`.
+    pub num_virtual_tokens: usize,
+    /// Dropout on the prefix while training.
+    #[config(default = 0.1)]
+    pub prefix_dropout: f64,
+    /// Reparameterize with the Tanh MLP of this hidden width (off by default, as in the paper).
+    #[config(default = "None")]
+    pub projection: Option<usize>,
+    /// Layers with deep prompts.
+    #[config(default = "LayerSelection::All")]
+    pub layers: LayerSelection,
+}
+
+impl PTuningV2Config {
+    /// Builds the deep prompt for `backbone`.
+    pub fn init<B: Backend>(
+        &self,
+        backbone: &impl Backbone<B>,
+        tokenizer: Option<&TextTokenizer>,
+    ) -> crate::error::Result<SoftPrompt<B>> {
+        let n_layers = backbone.dims().num_layers;
+        let layers = match &self.layers {
+            LayerSelection::All => None,
+            LayerSelection::Top(k) => Some((n_layers.saturating_sub(*k)..n_layers).collect()),
+            LayerSelection::List(list) => Some(list.clone()),
+        };
+        PrefixTuningConfig::new(self.num_virtual_tokens)
+            .with_projection(self.projection)
+            .with_prefix_dropout(self.prefix_dropout)
+            .with_init(PrefixInit::Random)
+            .with_layers(layers)
+            .build(backbone, tokenizer, MethodKind::PTuningV2)
+    }
+}

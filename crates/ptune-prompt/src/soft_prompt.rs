@@ -1,0 +1,188 @@
+//! [`SoftPrompt`]: the one trainable module all four methods produce (an encoder plus its spec), and
+//! how a batch of token rows becomes backbone input with it — alone or mixed with other adapters.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use ptune_reparam::Reparam;
+use ptune_transformer::{Backbone, BackboneInput, PositionPolicy};
+
+use crate::error::{PromptError, Result};
+use crate::spec::PromptSpec;
+use crate::wiring::{assemble, prefix_kv, row_slots, PromptedBatch};
+
+/// A soft prompt of any method: an encoder producing its table, and what to do with the table.
+#[derive(Module, Debug)]
+pub struct SoftPrompt<B: Backend> {
+    /// Produces the table: `[N, d]` (input-level) or `[N, |layers|·2·kv_dim]` (prefix).
+    pub encoder: Reparam<B>,
+    /// Prefix dropout (active only on autodiff backends, i.e. while training).
+    pub dropout: Dropout,
+    /// Method, size, placement, layers.
+    #[module(skip)]
+    pub spec: PromptSpec,
+}
+
+impl<B: Backend> SoftPrompt<B> {
+    /// Wraps an encoder; checks the table it produces against the spec.
+    pub fn new(encoder: Reparam<B>, spec: PromptSpec) -> Result<Self> {
+        let [n, w] = encoder.output_shape();
+        if n != spec.num_virtual_tokens {
+            return Err(PromptError::Config(format!(
+                "encoder makes {n} rows, the method has {} virtual tokens",
+                spec.num_virtual_tokens
+            )));
+        }
+        if spec.method.is_input_level() && w != spec.token_dim {
+            return Err(PromptError::Config(format!(
+                "encoder width {w} != token dim {}",
+                spec.token_dim
+            )));
+        }
+        let dropout = DropoutConfig::new(spec.prefix_dropout).init();
+        Ok(Self { encoder, dropout, spec })
+    }
+
+    /// The table for this step: the encoder runs once (not once per row), then prefix dropout.
+    ///
+    /// # Shapes
+    /// - output: `[N, width]`
+    pub fn table(&self) -> Tensor<B, 2> {
+        let t = self.encoder.forward();
+        if self.spec.method.is_input_level() {
+            t
+        } else {
+            self.dropout.forward(t)
+        }
+    }
+
+    /// The same soft prompt with its encoder replaced by the table it produces (for inference and
+    /// adapter files: the encoder is discarded).
+    pub fn materialized(&self) -> Self {
+        Self {
+            encoder: Reparam::Table(self.encoder.materialize()),
+            dropout: self.dropout.clone(),
+            spec: self.spec.clone(),
+        }
+    }
+
+    /// Checks the spec against a backbone.
+    pub fn check_backbone(&self, backbone: &impl Backbone<B>) -> Result<()> {
+        let dims = backbone.dims();
+        if self.spec.token_dim != dims.hidden_size {
+            return Err(PromptError::Config(format!(
+                "adapter made for hidden size {}, model has {}",
+                self.spec.token_dim, dims.hidden_size
+            )));
+        }
+        if !self.spec.method.is_input_level() {
+            let [_, w] = self.encoder.output_shape();
+            let expected = crate::wiring::prefix_width(&dims, self.spec.layers.len());
+            if w != expected {
+                return Err(PromptError::Config(format!(
+                    "prefix width {w}, the model needs {} layers · 2 · {} KV dims = {expected}",
+                    self.spec.layers.len(),
+                    dims.kv_dim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds backbone input for token rows (unpadded ids, with the tokenizer's special tokens).
+    pub fn prepare(
+        &self,
+        backbone: &impl Backbone<B>,
+        rows: &[Vec<u32>],
+    ) -> Result<PromptedBatch<B>> {
+        prepare_mixed(backbone, &[self], None, rows)
+    }
+}
+
+/// Builds backbone input for rows that may each use a different adapter (`row_adapter[r]` indexes
+/// `adapters`; `None` = every row uses `adapters[0]`). Each row gets exactly the output it would get
+/// alone: input-level prompts are placed per row, prefixes of different lengths are masked per row
+/// and positions shift by each row's own prefix length.
+pub fn prepare_mixed<B: Backend, M: Backbone<B>>(
+    backbone: &M,
+    adapters: &[&SoftPrompt<B>],
+    row_adapter: Option<&[usize]>,
+    rows: &[Vec<u32>],
+) -> Result<PromptedBatch<B>> {
+    if adapters.is_empty() {
+        return Err(PromptError::Config("no adapter".into()));
+    }
+    if let Some(map) = row_adapter {
+        if map.len() != rows.len() || map.iter().any(|&a| a >= adapters.len()) {
+            return Err(PromptError::Config(format!(
+                "row → adapter map {map:?} does not fit {} rows and {} adapters",
+                rows.len(),
+                adapters.len()
+            )));
+        }
+    }
+    for a in adapters {
+        a.check_backbone(backbone)?;
+    }
+    let device = backbone.embedding_matrix().device();
+    let adapter_of = |r: usize| row_adapter.map_or(0, |m| m[r]);
+    let tables: Vec<Tensor<B, 2>> = adapters.iter().map(|a| a.table()).collect();
+
+    // Input-level prompts: stack the input tables, each adapter's rows starting at its offset.
+    let mut offsets = Vec::with_capacity(adapters.len());
+    let mut input_tables = Vec::new();
+    let mut next = 0;
+    for (a, t) in adapters.iter().zip(&tables) {
+        offsets.push(next);
+        if a.spec.method.is_input_level() {
+            input_tables.push(t.clone());
+            next += a.spec.num_virtual_tokens;
+        }
+    }
+    let slots: Vec<_> =
+        rows.iter()
+            .enumerate()
+            .map(|(r, ids)| {
+                let a = adapters[adapter_of(r)];
+                let placement = a.spec.method.is_input_level().then(|| {
+                    (&a.spec.placement, offsets[adapter_of(r)], a.spec.num_virtual_tokens)
+                });
+                row_slots(ids, placement)
+            })
+            .collect();
+    let prompts = (!input_tables.is_empty()).then(|| Tensor::cat(input_tables, 0));
+    let (embeds, padding, text_positions) = assemble(backbone, prompts, &slots, &device)?;
+    let mut input = BackboneInput::new(embeds).with_padding_mask(padding);
+
+    // Prefixes: rows of input-level adapters get zero prefix slots.
+    let prefix_adapters: Vec<usize> =
+        (0..adapters.len()).filter(|&a| !adapters[a].spec.method.is_input_level()).collect();
+    if !prefix_adapters.is_empty() {
+        let dims = backbone.dims();
+        let used: Vec<usize> = (0..rows.len()).map(adapter_of).collect();
+        let only_one = prefix_adapters.len() == 1 && used.iter().all(|&a| a == prefix_adapters[0]);
+        let prefix = if only_one {
+            let a = prefix_adapters[0];
+            prefix_kv(&dims, &[(tables[a].clone(), &adapters[a].spec.layers)], None)?
+        } else {
+            let layers = &adapters[prefix_adapters[0]].spec.layers;
+            let width = crate::wiring::prefix_width(&dims, layers.len());
+            // Adapter index → table (input-level adapters: an empty table, so their rows use 0 slots).
+            let entries: Vec<(Tensor<B, 2>, &[usize])> = adapters
+                .iter()
+                .zip(&tables)
+                .map(|(a, t)| {
+                    if a.spec.method.is_input_level() {
+                        (Tensor::zeros([0, width], &device), layers.as_slice())
+                    } else {
+                        (t.clone(), a.spec.layers.as_slice())
+                    }
+                })
+                .collect();
+            prefix_kv(&dims, &entries, Some(&used))?
+        };
+        input = input.with_prefix(prefix).with_positions(PositionPolicy::Shift);
+    }
+    Ok(PromptedBatch { input, text_positions })
+}

@@ -1,0 +1,95 @@
+//! PEFT 0.21.2 adapters (made by scripts/gen_reference.py for the tiny BERT and tiny Llama) load into
+//! ptune and give PEFT's logits within 1e-5; PEFT's encoder weights give PEFT's materialized tables.
+
+mod common;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use common::*;
+use ptune_prompt::adapter::load_peft_encoder;
+use ptune_reparam::{LstmEncoderConfig, MlpEncoderConfig, PrefixMlpConfig, PromptTable, Reparam};
+use ptune_transformer::{AnyBackbone, Backbone};
+
+fn adapters_match_peft<B: Backend>(model: &str) {
+    let backbone = tiny::<B>(model);
+    for method in METHODS {
+        let name = format!("{model}-{method}");
+        let adapter = load(&name, &backbone);
+        let reference = json(peft_fixture(&name).join("reference.json"));
+        let batch = adapter.prompt.prepare(&backbone, &rows(&reference)).expect("prepare");
+        let expected = floats(&reference["logits"]);
+        let ours = task_logits(&backbone, adapter.head.as_ref(), batch);
+        let diff = match &backbone {
+            AnyBackbone::Bert(_) => max_diff(&ours, &expected, |_| true),
+            AnyBackbone::Llama(_) => {
+                // [b, S, V] with S = virtual + text for input-level methods; compare unpadded positions.
+                let s_full = shape(&reference["logits"])[1];
+                let mask = ints(&reference["attention_mask"]);
+                let s_text = shape(&reference["attention_mask"])[1];
+                let virt = s_full - s_text;
+                let v = 128;
+                max_diff(&ours, &expected, |i| {
+                    let (r, p) = (i / (s_full * v), (i / v) % s_full);
+                    p < virt || mask[r * s_text + p - virt] == 1
+                })
+            }
+        };
+        eprintln!("{name}: max |logit diff| vs PEFT = {diff:e}");
+        assert!(diff <= 1e-5, "{name}: {diff}");
+    }
+}
+
+fn encoders_match_peft<B: Backend>(model: &str) {
+    let backbone = tiny::<B>(model);
+    let dims = backbone.dims();
+    let d = dims.hidden_size;
+    let device = Default::default();
+    for method in METHODS {
+        let name = format!("{model}-{method}");
+        let fresh: Reparam<B> = match method {
+            "prompt-tuning" | "p-tuning-v2" => {
+                Reparam::Table(PromptTable::from_tensor(Tensor::zeros([1, 1], &device)))
+            }
+            "p-tuning-mlp" => Reparam::Mlp(MlpEncoderConfig::new(4, d, 16).init(&device)),
+            "p-tuning-lstm" => Reparam::Lstm(LstmEncoderConfig::new(4, d, 16).init(&device)),
+            _ => Reparam::PrefixMlp(
+                PrefixMlpConfig::new(4, dims.kv_dim(), 16, dims.num_layers * 2 * dims.kv_dim())
+                    .init(&device),
+            ),
+        };
+        let encoder = load_peft_encoder(fresh, &peft_fixture(&name).join("encoder.safetensors"))
+            .expect("encoder");
+        let ours = to_vec(encoder.forward());
+        let adapter = load(&name, &backbone);
+        let expected = to_vec(adapter.prompt.encoder.forward());
+        let diff = max_diff(&ours, &expected, |_| true);
+        eprintln!("{name}: encoder output vs PEFT prompt_embeddings max |diff| = {diff:e}");
+        assert!(diff <= 1e-5, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn bert_adapters_match_peft_ndarray() {
+    adapters_match_peft::<burn::backend::NdArray>("bert");
+}
+
+#[test]
+fn llama_adapters_match_peft_ndarray() {
+    adapters_match_peft::<burn::backend::NdArray>("llama");
+}
+
+#[test]
+fn bert_adapters_match_peft_flex() {
+    adapters_match_peft::<burn::backend::Flex>("bert");
+}
+
+#[test]
+fn llama_adapters_match_peft_flex() {
+    adapters_match_peft::<burn::backend::Flex>("llama");
+}
+
+#[test]
+fn encoders_reproduce_peft_tables() {
+    encoders_match_peft::<burn::backend::NdArray>("bert");
+    encoders_match_peft::<burn::backend::NdArray>("llama");
+}
