@@ -249,6 +249,22 @@ pub fn load_adapter<B: Backend>(
             encoder,
         }
     };
+    let prefix = !spec.method.is_input_level();
+    let (expected_dim, expected_heads) = if prefix {
+        (dims.kv_dim(), dims.num_kv_heads)
+    } else {
+        (dims.hidden_size, dims.num_heads)
+    };
+    let token_dim = config.get("token_dim").and_then(Value::as_u64).map(|v| v as usize);
+    let heads = config.get("num_attention_heads").and_then(Value::as_u64).map(|v| v as usize);
+    if token_dim.is_some_and(|t| t != expected_dim) || heads.is_some_and(|h| h != expected_heads) {
+        return Err(adapter_err(
+            p,
+            format!(
+                "made for token_dim {token_dim:?} / {heads:?} heads, the model has {expected_dim} / {expected_heads}"
+            ),
+        ));
+    }
     if num_layers != dims.num_layers || spec.token_dim != dims.hidden_size {
         return Err(adapter_err(
             p,

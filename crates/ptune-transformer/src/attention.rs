@@ -184,6 +184,24 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_heads: usize) -> Tensor<B, 4> {
     x.unsqueeze_dim::<5>(2).expand([b, n_kv, rep, s, d]).reshape([b, n_heads, s, d])
 }
 
+/// The mask of one layer: layers without a prefix (when only some layers have one) drop the prefix
+/// columns, since their keys are only the real tokens.
+///
+/// # Shapes
+/// - mask: `[b, 1, s_q, n_prefix + s_k]` → same, or `[b, 1, s_q, s_k]` without a prefix
+pub fn layer_mask<B: Backend>(
+    mask: Option<&Tensor<B, 4, Bool>>,
+    has_prefix: bool,
+    n_prefix: usize,
+) -> Option<Tensor<B, 4, Bool>> {
+    let mask = mask?.clone();
+    if has_prefix || n_prefix == 0 {
+        return Some(mask);
+    }
+    let s_k = mask.dims()[3];
+    Some(mask.narrow(3, n_prefix, s_k - n_prefix))
+}
+
 /// Concatenates a layer's prefix (broadcast over the batch) before its real keys/values.
 ///
 /// # Shapes

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::attention::{
-    attention_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
+    attention_mask, layer_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
 use crate::error::{Result, TransformerError};
@@ -205,7 +205,7 @@ impl<B: Backend> Llama<B> {
                 &sin,
                 prefix,
                 &mut cache.layers[i],
-                mask.clone(),
+                layer_mask(mask.as_ref(), prefix.is_some(), n_prefix),
             );
             let x_attn = x + h;
             let m = &layer.mlp;

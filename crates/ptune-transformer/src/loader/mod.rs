@@ -80,7 +80,8 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
 
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let t = self.host(name, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(t.data, shape), self.device))
+        // In the backend's float type (f32 files load as f64 on an f64 backend).
+        Ok(Tensor::from_data(TensorData::new(t.data, shape).convert::<B::FloatElem>(), self.device))
     }
 
     fn param<const D: usize>(
@@ -88,7 +89,7 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         name: &str,
         shape: [usize; D],
     ) -> Result<Param<Tensor<B, D>>> {
-        Ok(Param::from_tensor(self.tensor(name, shape)?.set_require_grad(false)))
+        Ok(frozen(self.tensor(name, shape)?))
     }
 
     /// HF `nn.Linear` `{prefix}.weight` `[out, in]` (+ `{prefix}.bias`) as a Burn `Linear` (`[in, out]`).
@@ -101,7 +102,7 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
     ) -> Result<Linear<B>> {
         let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in])?.transpose();
         let mut linear = LinearConfig::new(d_in, d_out).with_bias(false).init::<B>(self.device);
-        linear.weight = Param::from_tensor(weight.set_require_grad(false));
+        linear.weight = frozen(weight);
         if bias {
             linear.bias = Some(self.param(&format!("{prefix}.bias"), [d_out])?);
         }
@@ -129,6 +130,11 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         norm.gamma = self.param(&format!("{prefix}.weight"), [d])?;
         Ok(norm)
     }
+}
+
+/// A parameter that never requires a gradient: loaded backbones are frozen by construction.
+fn frozen<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::from_tensor(tensor).set_require_grad(false)
 }
 
 /// Reads a whole file, mapping the error to [`TransformerError::Io`].
