@@ -36,6 +36,14 @@ pub fn run<B: Backend>(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Params { model, virtual_tokens, encoder_hidden } => {
+            let loaded = load_model::<B>(&model, &device)?;
+            params(&loaded, virtual_tokens, encoder_hidden)
+        }
+        Command::Inspect { adapter, model, top } => {
+            let loaded = load_model::<B>(&model, &device)?;
+            inspect(&loaded, &adapter, top, &device)
+        }
         Command::Complete { model, text, max_tokens } => {
             let loaded = load_model::<B>(&model, &device)?;
             let ids = tokenize(&loaded, &text)?;
@@ -90,5 +98,98 @@ fn info<B: Backend>(loaded: &LoadedModel<B>, json: bool) -> Result<()> {
     println!("vocabulary    {}", d.vocab_size);
     println!("positions     {}", d.max_positions);
     println!("parameters    {} ({:.1}M)", params, params as f64 / 1e6);
+    Ok(())
+}
+
+fn params<B: Backend>(loaded: &LoadedModel<B>, n: usize, hidden: Option<usize>) -> Result<()> {
+    use ptune_prompt::inspect::param_row;
+    use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
+    use ptune_prompt::p_tuning_v2::PTuningV2Config;
+    use ptune_prompt::prefix_tuning::PrefixTuningConfig;
+    use ptune_prompt::prompt_tuning::PromptTuningConfig;
+    let b = &loaded.backbone;
+    let d = b.dims();
+    let h_input = hidden.unwrap_or(d.hidden_size);
+    let h_prefix = hidden.unwrap_or(d.kv_dim());
+    let tok = loaded.tokenizer.as_ref();
+    let rows = vec![
+        param_row("Prompt Tuning", &PromptTuningConfig::new(n).init(b, tok)?),
+        param_row(
+            "P-Tuning (MLP)",
+            &PTuningConfig::new(n)
+                .with_encoder(PTuningEncoder::Mlp { hidden: h_input })
+                .init(b, tok)?,
+        ),
+        param_row(
+            "P-Tuning (LSTM, PEFT)",
+            &PTuningConfig::new(n)
+                .with_encoder(PTuningEncoder::Lstm { hidden: h_input, paper: false })
+                .init(b, tok)?,
+        ),
+        param_row(
+            "P-Tuning (LSTM, paper)",
+            &PTuningConfig::new(n)
+                .with_encoder(PTuningEncoder::Lstm { hidden: 0, paper: true })
+                .init(b, tok)?,
+        ),
+        param_row(
+            "Prefix-Tuning",
+            &PrefixTuningConfig::new(n).with_projection(Some(h_prefix)).init(b, tok)?,
+        ),
+        param_row(
+            "Prefix-Tuning (no projection)",
+            &PrefixTuningConfig::new(n).with_projection(None).init(b, tok)?,
+        ),
+        param_row("P-Tuning v2", &PTuningV2Config::new(n).init(b, tok)?),
+    ];
+    println!(
+        "{} ({} layers, d = {}, {} KV heads × {} = kv_dim {}), N = {n} virtual tokens\n",
+        loaded.weights_path.display(),
+        d.num_layers,
+        d.hidden_size,
+        d.num_kv_heads,
+        d.head_dim,
+        d.kv_dim()
+    );
+    println!("| method | where applied | reparameterization | trainable while training | stored for inference |");
+    println!("|---|---|---|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.method, r.applied, r.reparameterization, r.trainable, r.stored
+        );
+    }
+    println!(
+        "\nclosed forms: prompt tuning N·d = {}; prefix N·layers·2·kv_dim = {}",
+        n * d.hidden_size,
+        n * d.num_layers * 2 * d.kv_dim()
+    );
+    Ok(())
+}
+
+fn inspect<B: Backend>(
+    loaded: &LoadedModel<B>,
+    dir: &std::path::Path,
+    top: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let adapter = ptune_prompt::adapter::load_adapter::<B>(dir, &loaded.backbone.dims(), device)?;
+    let tokenizer = loaded.tokenizer.as_ref().context("model has no tokenizer")?;
+    let nearest = ptune_prompt::inspect::nearest_tokens(&adapter.prompt, &loaded.backbone, top)?;
+    println!(
+        "{} ({}), nearest vocabulary tokens by cosine similarity:",
+        dir.display(),
+        adapter.prompt.spec.method.name()
+    );
+    for (i, row) in nearest.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|&(id, sim)| {
+                let text = tokenizer.decode(&[id]).unwrap_or_else(|_| format!("#{id}"));
+                format!("{text:?} {sim:.3} (distance {:.3})", 1.0 - sim)
+            })
+            .collect();
+        println!("  v{i:<3} {}", cells.join(", "));
+    }
     Ok(())
 }

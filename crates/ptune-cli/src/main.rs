@@ -4,6 +4,8 @@
 //! ptune [--backend flex|ndarray|wgpu|cuda] info MODEL
 //! ptune [--backend …] encode MODEL TEXT
 //! ptune [--backend …] complete MODEL TEXT --max-tokens N
+//! ptune [--backend …] params MODEL --virtual-tokens N
+//! ptune [--backend …] inspect ADAPTER --model MODEL
 //! ```
 //! MODEL is an HF folder (config.json + model.safetensors + tokenizer.json), a GGUF file, or a
 //! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
@@ -57,6 +59,28 @@ enum Command {
         /// Tokens to generate.
         #[arg(long, default_value_t = 16)]
         max_tokens: usize,
+    },
+    /// The spec's comparison table for MODEL, counted from the real modules of each method.
+    Params {
+        /// Model folder or GGUF file.
+        model: PathBuf,
+        /// Virtual tokens (prefix slots).
+        #[arg(long, default_value_t = 20)]
+        virtual_tokens: usize,
+        /// Hidden width of the reparameterization encoders (default: PEFT's, the token dim).
+        #[arg(long)]
+        encoder_hidden: Option<usize>,
+    },
+    /// Per virtual token of an adapter, its nearest vocabulary tokens (cosine similarity).
+    Inspect {
+        /// Adapter folder (adapter_config.json + adapter_model.safetensors).
+        adapter: PathBuf,
+        /// The model it was trained on.
+        #[arg(long)]
+        model: PathBuf,
+        /// Tokens to list per virtual token.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
     },
 }
 

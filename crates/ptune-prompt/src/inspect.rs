@@ -15,7 +15,7 @@ pub struct ParamRow {
     /// Method (and encoder).
     pub method: String,
     /// Where the prompt acts.
-    pub applied: &'static str,
+    pub applied: String,
     /// The reparameterization used while training.
     pub reparameterization: String,
     /// Parameters the optimizer updates (encoder or table).
@@ -28,11 +28,9 @@ pub struct ParamRow {
 pub fn param_row<B: Backend>(name: &str, prompt: &SoftPrompt<B>) -> ParamRow {
     let [n, w] = prompt.encoder.output_shape();
     let applied = if prompt.spec.method.is_input_level() {
-        "input embeddings"
-    } else if prompt.spec.layers.len() == 1 {
-        "one layer (K, V)"
+        "input embeddings".to_string()
     } else {
-        "every selected layer (K, V)"
+        format!("K, V of {} layers", prompt.spec.layers.len())
     };
     let reparameterization = match &prompt.spec.encoder {
         crate::spec::EncoderSpec::Table => "none (direct)".to_string(),

@@ -16,6 +16,7 @@ pub mod prefix_tuning;
 pub mod prompt_tuning;
 pub mod soft_prompt;
 pub mod spec;
+pub mod training_state;
 pub mod wiring;
 
 pub use error::{PromptError, Result};

@@ -331,7 +331,8 @@ fn template_places_virtual_tokens_and_strip_realigns_text() {
 fn saved_adapters_reload_with_the_same_outputs_for(model: &str) {
     let backbone = tiny::<NdArray>(model);
     let dims = backbone.dims();
-    let out = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ptune-adapters");
+    let out =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ptune-adapters");
     let reference = json(peft_fixture(&format!("{model}-prompt-tuning")).join("reference.json"));
     let rows = rows(&reference);
     let (task, head) = if model == "bert" {
@@ -342,12 +343,26 @@ fn saved_adapters_reload_with_the_same_outputs_for(model: &str) {
     for (name, prompt) in methods(&backbone, 0.1) {
         let dir = out.join(format!("{model}-{name}"));
         let base = format!("tiny-{model}");
-        ptune_prompt::adapter::save_adapter(&dir, &prompt.materialized(), head.as_ref(), &dims, task, &base).unwrap();
+        ptune_prompt::adapter::save_adapter(
+            &dir,
+            &prompt.materialized(),
+            head.as_ref(),
+            &dims,
+            task,
+            &base,
+        )
+        .unwrap();
         let batch = prompt.prepare(&backbone, &rows).unwrap();
         let ours = task_logits(&backbone, head.as_ref(), batch.clone());
-        let loaded = ptune_prompt::adapter::load_adapter::<NdArray>(&dir, &dims, &Default::default()).unwrap();
+        let loaded =
+            ptune_prompt::adapter::load_adapter::<NdArray>(&dir, &dims, &Default::default())
+                .unwrap();
         assert_eq!(loaded.prompt.spec, prompt.spec, "{name}: spec round trip");
-        let again = task_logits(&backbone, loaded.head.as_ref(), loaded.prompt.prepare(&backbone, &rows).unwrap());
+        let again = task_logits(
+            &backbone,
+            loaded.head.as_ref(),
+            loaded.prompt.prepare(&backbone, &rows).unwrap(),
+        );
         let diff = max_diff(&ours, &again, |_| true);
         assert!(diff <= 1e-6, "{name}: reloaded adapter gives the same logits ({diff})");
         let s = batch.input.embeds.dims()[1];
@@ -394,4 +409,54 @@ fn bad_adapters_are_clear_errors() {
         .init(&bert, None)
         .unwrap_err();
     assert!(err.to_string().contains("tokenizer"), "{err}");
+}
+
+#[test]
+fn training_state_resumes_to_the_same_result() {
+    use ptune_prompt::training_state::{
+        load_training_state, save_training_state, TrainingProgress,
+    };
+    let backbone = tiny::<AD>("bert");
+    let device = Default::default();
+    let fresh = || Trainable {
+        prompt: PTuningConfig::new(4)
+            .with_encoder(PTuningEncoder::Mlp { hidden: 16 })
+            .init(&backbone, None)
+            .unwrap(),
+        head: ClassifierHeadConfig::new(32, 2).init(&device),
+    };
+    fn step<O: Optimizer<Trainable<AD>, AD>>(
+        backbone: &AnyBackbone<AD>,
+        t: Trainable<AD>,
+        optim: &mut O,
+    ) -> Trainable<AD> {
+        let grads = GradientsParams::from_grads(cls_loss(backbone, &t).backward(), &t);
+        optim.step(1e-2, t, grads)
+    }
+    let mut optim = AdamWConfig::new().init::<AD, Trainable<AD>>();
+    let mut t = fresh();
+    for _ in 0..2 {
+        t = step(&backbone, t, &mut optim);
+    }
+    let dir = std::env::temp_dir().join(format!("ptune-state-{}", std::process::id()));
+    let progress = TrainingProgress { step: 2, epoch: 0, extra: serde_json::json!({"seed": 7}) };
+    save_training_state(&dir, &t, &optim, &progress).unwrap();
+    for _ in 0..2 {
+        t = step(&backbone, t, &mut optim);
+    }
+    let uninterrupted = bits(t.prompt.encoder.forward());
+
+    let (mut resumed, mut optim2, p) =
+        load_training_state(&dir, fresh(), AdamWConfig::new().init::<AD, Trainable<AD>>(), &device)
+            .unwrap();
+    assert_eq!(p, progress);
+    for _ in 0..2 {
+        resumed = step(&backbone, resumed, &mut optim2);
+    }
+    assert_eq!(
+        bits(resumed.prompt.encoder.forward()),
+        uninterrupted,
+        "resume reproduces the run bit for bit"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,7 +18,9 @@ pub fn peft_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft").join(name)
 }
 
+/// The tiny model of the transformer fixtures; also seeds the backend so inits are reproducible.
 pub fn tiny<B: Backend>(model: &str) -> AnyBackbone<B> {
+    B::seed(&Default::default(), 42);
     load_model::<B>(&transformer_fixtures().join(format!("tiny-{model}")), &Default::default())
         .expect("tiny model")
         .backbone
