@@ -43,7 +43,7 @@ fn main() -> Result<()> {
 
 /// Cargo features of the test build: the tests that need the fetched real models. (Every backend,
 /// CUDA included, is a default feature of `ptune-cli`, so tests and CLI share one build.)
-pub const TEST_FEATURES: &str = "ptune-transformer/fetched-models";
+pub const TEST_FEATURES: &str = "ptune-transformer/fetched-models,ptune-prompt/fetched-models";
 
 fn test(extra: &[String]) -> Result<()> {
     for name in ["minilm", "smollm2"] {

@@ -36,6 +36,10 @@ pub struct PTuningV2Config {
     /// Layers with deep prompts.
     #[config(default = "LayerSelection::All")]
     pub layers: LayerSelection,
+    /// Start of the per-layer tables (PEFT's `N(0, 1)` by default; `Text` starts from the model's
+    /// own keys and values of a real text).
+    #[config(default = "PrefixInit::Random")]
+    pub init: PrefixInit,
 }
 
 impl PTuningV2Config {
@@ -54,7 +58,7 @@ impl PTuningV2Config {
         PrefixTuningConfig::new(self.num_virtual_tokens)
             .with_projection(self.projection)
             .with_prefix_dropout(self.prefix_dropout)
-            .with_init(PrefixInit::Random)
+            .with_init(self.init.clone())
             .with_layers(layers)
             .build(backbone, tokenizer, MethodKind::PTuningV2)
     }
