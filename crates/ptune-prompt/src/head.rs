@@ -24,9 +24,28 @@ pub struct ClassifierHead<B: Backend> {
 }
 
 impl ClassifierHeadConfig {
-    /// A fresh head.
+    /// A fresh head (Burn's default init, from the backend's RNG).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClassifierHead<B> {
         ClassifierHead { linear: LinearConfig::new(self.d_model, self.num_labels).init(device) }
+    }
+
+    /// A head drawn from `U(-1/√d, 1/√d)` by a host-side seeded stream (zero bias): the same values on
+    /// every backend, for cross-backend comparisons.
+    pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> ClassifierHead<B> {
+        let mut next = crate::prompt_tuning::splitmix(seed);
+        let k = 1.0 / (self.d_model as f64).sqrt();
+        let values: Vec<f32> = (0..self.d_model * self.num_labels)
+            .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * k as f32)
+            .collect();
+        let mut linear = LinearConfig::new(self.d_model, self.num_labels).init::<B>(device);
+        let data = burn::tensor::TensorData::new(values, [self.d_model, self.num_labels]);
+        linear.weight = burn::module::Param::from_tensor(Tensor::from_data(
+            data.convert::<B::FloatElem>(),
+            device,
+        ));
+        linear.bias =
+            Some(burn::module::Param::from_tensor(Tensor::zeros([self.num_labels], device)));
+        ClassifierHead { linear }
     }
 }
 

@@ -63,6 +63,14 @@ pub struct PromptedBatch<B: Backend> {
 }
 
 impl<B: Backend> PromptedBatch<B> {
+    /// A batch without any soft prompt (baselines such as the linear probe): padded token embeddings.
+    pub fn plain<M: Backbone<B>>(backbone: &M, rows: &[Vec<u32>]) -> Result<Self> {
+        let device = backbone.embedding_matrix().device();
+        let slots: Vec<Vec<Slot>> = rows.iter().map(|ids| row_slots(ids, None)).collect();
+        let (embeds, padding, text_positions) = assemble(backbone, None, &slots, &device)?;
+        Ok(Self { input: BackboneInput::new(embeds).with_padding_mask(padding), text_positions })
+    }
+
     /// Longest text (in tokens) among the rows.
     pub fn max_text_len(&self) -> usize {
         self.text_positions.iter().map(Vec::len).max().unwrap_or(0)

@@ -66,7 +66,10 @@ fn methods<B: Backend>(
         ("prefix-tuning", PrefixTuningConfig::new(n).with_projection(Some(64)).init(b, t).unwrap()),
         (
             "p-tuning-v2",
-            PTuningV2Config::new(n).with_init(PrefixInit::Text("Describe the restaurant in one sentence".into())).init(b, t).unwrap(),
+            PTuningV2Config::new(n)
+                .with_init(PrefixInit::Text("Describe the restaurant in one sentence".into()))
+                .init(b, t)
+                .unwrap(),
         ),
     ]
 }

@@ -70,6 +70,12 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of a text pair (the tokenizer's pair template, e.g. `[CLS] a [SEP] b [SEP]`).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode((a, b), self.add_special_tokens).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Token ids of `text` without special tokens (for template literals and init texts).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tok_err)?;

@@ -93,6 +93,7 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
     }
 
     /// HF `nn.Linear` `{prefix}.weight` `[out, in]` (+ `{prefix}.bias`) as a Burn `Linear` (`[in, out]`).
+    /// The transpose is done once here, on the host, so the matmuls read a contiguous weight.
     pub fn linear(
         &mut self,
         prefix: &str,
@@ -100,9 +101,16 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Linear<B>> {
-        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in])?.transpose();
+        let t = self.host(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let mut transposed = vec![0f32; t.data.len()];
+        for (o, row) in t.data.chunks_exact(d_in).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                transposed[i * d_out + o] = v;
+            }
+        }
+        let data = TensorData::new(transposed, [d_in, d_out]).convert::<B::FloatElem>();
         let mut linear = LinearConfig::new(d_in, d_out).with_bias(false).init::<B>(self.device);
-        linear.weight = frozen(weight);
+        linear.weight = frozen(Tensor::from_data(data, self.device));
         if bias {
             linear.bias = Some(self.param(&format!("{prefix}.bias"), [d_out])?);
         }

@@ -1,0 +1,128 @@
+//! Metrics: accuracy and macro-F1 for classification; corpus BLEU-4 and ROUGE-L for generation.
+
+use std::collections::HashMap;
+
+/// Fraction of equal entries.
+pub fn accuracy(pred: &[usize], gold: &[usize]) -> f64 {
+    if gold.is_empty() {
+        return 0.0;
+    }
+    pred.iter().zip(gold).filter(|(p, g)| p == g).count() as f64 / gold.len() as f64
+}
+
+/// Unweighted mean over classes of the per-class F1.
+pub fn macro_f1(pred: &[usize], gold: &[usize], n_classes: usize) -> f64 {
+    if n_classes == 0 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for c in 0..n_classes {
+        let tp = pred.iter().zip(gold).filter(|&(&p, &g)| p == c && g == c).count() as f64;
+        let fp = pred.iter().zip(gold).filter(|&(&p, &g)| p == c && g != c).count() as f64;
+        let fn_ = pred.iter().zip(gold).filter(|&(&p, &g)| p != c && g == c).count() as f64;
+        let denom = 2.0 * tp + fp + fn_;
+        total += if denom == 0.0 { 0.0 } else { 2.0 * tp / denom };
+    }
+    total / n_classes as f64
+}
+
+fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
+    let mut counts = HashMap::new();
+    if tokens.len() >= n {
+        for w in tokens.windows(n) {
+            *counts.entry(w.iter().map(|s| s.to_string()).collect()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Corpus BLEU-4 (Papineni et al.) with several references per hypothesis, whitespace tokens,
+/// uniform weights, brevity penalty against the closest reference length; in `[0, 1]`.
+pub fn corpus_bleu(hypotheses: &[String], references: &[Vec<String>]) -> f64 {
+    let mut matched = [0usize; 4];
+    let mut total = [0usize; 4];
+    let (mut hyp_len, mut ref_len) = (0usize, 0usize);
+    for (hyp, refs) in hypotheses.iter().zip(references) {
+        let h: Vec<&str> = hyp.split_whitespace().collect();
+        let rs: Vec<Vec<&str>> = refs.iter().map(|r| r.split_whitespace().collect()).collect();
+        hyp_len += h.len();
+        ref_len += rs
+            .iter()
+            .map(Vec::len)
+            .min_by_key(|&l| ((l as i64 - h.len() as i64).abs(), l))
+            .unwrap_or(0);
+        for n in 1..=4 {
+            let hc = ngrams(&h, n);
+            let mut max_ref: HashMap<Vec<String>, usize> = HashMap::new();
+            for r in &rs {
+                for (g, c) in ngrams(r, n) {
+                    let e = max_ref.entry(g).or_insert(0);
+                    *e = (*e).max(c);
+                }
+            }
+            for (g, c) in &hc {
+                matched[n - 1] += (*c).min(max_ref.get(g).copied().unwrap_or(0));
+            }
+            total[n - 1] += h.len().saturating_sub(n - 1);
+        }
+    }
+    if matched.iter().any(|&m| m == 0) || hyp_len == 0 {
+        return 0.0;
+    }
+    let log_p: f64 = (0..4).map(|i| (matched[i] as f64 / total[i] as f64).ln()).sum::<f64>() / 4.0;
+    let bp = if hyp_len > ref_len { 1.0 } else { (1.0 - ref_len as f64 / hyp_len as f64).exp() };
+    bp * log_p.exp()
+}
+
+/// ROUGE-L F-measure (β = 1) of a hypothesis against its best reference, whitespace tokens.
+pub fn rouge_l(hypothesis: &str, references: &[String]) -> f64 {
+    let h: Vec<&str> = hypothesis.split_whitespace().collect();
+    references
+        .iter()
+        .map(|r| {
+            let r: Vec<&str> = r.split_whitespace().collect();
+            let lcs = lcs_len(&h, &r) as f64;
+            if lcs == 0.0 {
+                return 0.0;
+            }
+            let (p, rec) = (lcs / h.len() as f64, lcs / r.len() as f64);
+            2.0 * p * rec / (p + rec)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn lcs_len(a: &[&str], b: &[&str]) -> usize {
+    let mut row = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut prev = 0;
+        for (j, y) in b.iter().enumerate() {
+            let tmp = row[j + 1];
+            row[j + 1] = if x == y { prev + 1 } else { row[j + 1].max(row[j]) };
+            prev = tmp;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_metrics() {
+        assert_eq!(accuracy(&[0, 1, 1, 0], &[0, 1, 0, 0]), 0.75);
+        // class 0: tp 2, fp 0, fn 1 → 0.8; class 1: tp 1, fp 1, fn 0 → 2/3.
+        assert!(
+            (macro_f1(&[0, 1, 1, 0], &[0, 1, 0, 0], 2) - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn bleu_and_rouge() {
+        let refs = vec![vec!["the cat is on the mat".to_string()]];
+        assert!((corpus_bleu(&["the cat is on the mat".into()], &refs) - 1.0).abs() < 1e-12);
+        assert_eq!(corpus_bleu(&["dog".into()], &refs), 0.0);
+        let r = rouge_l("the cat sat on the mat", &["the cat is on the mat".into()]);
+        assert!((r - 5.0 / 6.0).abs() < 1e-12); // LCS 5 of 6 / 6
+    }
+}
