@@ -104,7 +104,8 @@ pub fn rt_sentences(dir: &Path) -> Result<TextSplits> {
 }
 
 /// UCI sentiment sentences (IMDb, Yelp, Amazon; from the `sentiment` npm package): three JSON arrays
-/// of `{text, class}`, concatenated in that order, split 80/10/10 with seed 13.
+/// of `{text, class}` (each ends with an empty placeholder entry, skipped), concatenated in that order,
+/// split 80/10/10 with seed 13.
 pub fn uci_sentiment(dir: &Path) -> Result<TextSplits> {
     let mut records = Vec::new();
     for name in ["imdb.json", "yelp.json", "amazon.json"] {
@@ -115,6 +116,10 @@ pub fn uci_sentiment(dir: &Path) -> Result<TextSplits> {
             let bad =
                 |m: &str| DataError::Row { path: path.clone(), line: i + 1, message: m.into() };
             let text = row.get("text").and_then(|t| t.as_str()).ok_or_else(|| bad("no `text`"))?;
+            // Each file ends with a placeholder `{"text": "", "class": null}`: skip it.
+            if text.trim().is_empty() && row.get("class").is_some_and(|c| c.is_null()) {
+                continue;
+            }
             let class = row
                 .get("class")
                 .and_then(|c| c.as_i64())
