@@ -10,10 +10,14 @@ fn rt_sentences_binarized_and_split() {
     let all: Vec<_> = s.splits.train.iter().chain(&s.splits.dev).chain(&s.splits.test).collect();
     let pos = all.iter().filter(|r| r.label == "positive").count();
     assert_eq!((all.len(), pos, all.len() - pos), (10_043, 4_982, 5_061));
-    assert_eq!((s.splits.train.len(), s.splits.dev.len(), s.splits.test.len()), (8_035, 1_004, 1_004));
+    assert_eq!(
+        (s.splits.train.len(), s.splits.dev.len(), s.splits.test.len()),
+        (8_035, 1_004, 1_004)
+    );
     let again = rt_sentences(&fetched_dir("rt-sentences").unwrap()).unwrap();
     assert_eq!(again.splits.dev, s.splits.dev, "deterministic split");
-    let train_lines: std::collections::HashSet<usize> = s.splits.train.iter().map(|r| r.line).collect();
+    let train_lines: std::collections::HashSet<usize> =
+        s.splits.train.iter().map(|r| r.line).collect();
     assert!(s.splits.dev.iter().all(|r| !train_lines.contains(&r.line)), "disjoint");
 }
 
