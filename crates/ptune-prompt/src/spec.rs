@@ -131,6 +131,14 @@ fn push_literal(pieces: &mut Vec<TemplatePiece>, literal: &mut String) {
     literal.clear();
 }
 
+/// Checks a method's virtual-token count (shared by every method's config).
+pub fn check_virtual_tokens(n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(PromptError::Config("num_virtual_tokens must be positive".into()));
+    }
+    Ok(n)
+}
+
 /// How the prompt table was produced while training (for the adapter config and `params`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EncoderSpec {

@@ -162,7 +162,8 @@ pub fn pooled<B: Backend>(
     }
 }
 
-fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
+/// Mean cross-entropy of `[b, classes]` logits against class indices.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
     let b = labels.len();
     let t = Tensor::<B, 2, Int>::from_data(
         TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [b, 1]),

@@ -48,10 +48,7 @@ impl PTuningConfig {
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,
     ) -> crate::error::Result<SoftPrompt<B>> {
-        let n = self.num_virtual_tokens;
-        if n == 0 {
-            return Err(PromptError::Config("num_virtual_tokens must be positive".into()));
-        }
+        let n = crate::spec::check_virtual_tokens(self.num_virtual_tokens)?;
         let d = backbone.dims().hidden_size;
         let device = backbone.embedding_matrix().device();
         let (encoder, spec_encoder) = match self.encoder {

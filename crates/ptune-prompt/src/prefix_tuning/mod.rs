@@ -60,10 +60,7 @@ impl PrefixTuningConfig {
         tokenizer: Option<&TextTokenizer>,
         method: MethodKind,
     ) -> crate::error::Result<SoftPrompt<B>> {
-        let n = self.num_virtual_tokens;
-        if n == 0 {
-            return Err(PromptError::Config("num_virtual_tokens must be positive".into()));
-        }
+        let n = crate::spec::check_virtual_tokens(self.num_virtual_tokens)?;
         let dims = backbone.dims();
         let layers: Vec<usize> =
             self.layers.clone().unwrap_or_else(|| (0..dims.num_layers).collect());

@@ -82,10 +82,7 @@ impl PromptTuningConfig {
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,
     ) -> crate::error::Result<SoftPrompt<B>> {
-        let n = self.num_virtual_tokens;
-        if n == 0 {
-            return Err(PromptError::Config("num_virtual_tokens must be positive".into()));
-        }
+        let n = crate::spec::check_virtual_tokens(self.num_virtual_tokens)?;
         let dims = backbone.dims();
         let d = dims.hidden_size;
         let device = backbone.embedding_matrix().device();
