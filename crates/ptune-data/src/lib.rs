@@ -8,6 +8,7 @@ pub mod error;
 pub mod formats;
 pub mod recipes;
 pub mod split;
+pub mod tagging;
 pub mod tasks;
 
 pub use error::{DataError, Result};

@@ -30,6 +30,8 @@ use crate::spec::{EncoderSpec, MethodKind, Placement, PromptSpec};
 pub const SEQ_CLS: &str = "SEQ_CLS";
 /// PEFT's `task_type`.
 pub const CAUSAL_LM: &str = "CAUSAL_LM";
+/// PEFT's `task_type` (the head is saved under the same names as for `SEQ_CLS`).
+pub const TOKEN_CLS: &str = "TOKEN_CLS";
 
 /// A loaded adapter: the materialized prompt and the task head, if any.
 #[derive(Debug)]

@@ -7,9 +7,16 @@
 
 pub mod classify;
 pub mod error;
+pub mod generate;
+pub mod lm;
 pub mod metrics;
 pub mod plot;
 pub mod schedule;
+pub mod tagging;
+pub mod task;
+pub mod trainer;
 
-pub use classify::{Classifier, Pooling, RunSummary, TrainConfig};
+pub use classify::{Classifier, Pooling, SequenceClassification};
 pub use error::{Result, TrainError};
+pub use task::{Evaluation, Task};
+pub use trainer::{train, EpochRecord, RunSummary, TrainConfig};

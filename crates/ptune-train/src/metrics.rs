@@ -1,4 +1,5 @@
-//! Metrics: accuracy and macro-F1 for classification; corpus BLEU-4 and ROUGE-L for generation.
+//! Metrics: accuracy and macro-F1 for classification; entity-level F1 for BIO tagging; corpus BLEU-4
+//! and ROUGE-L for generation.
 
 use std::collections::HashMap;
 
@@ -104,6 +105,48 @@ fn lcs_len(a: &[&str], b: &[&str]) -> usize {
     row[b.len()]
 }
 
+/// The entities `(type, start, end)` (end exclusive) of a BIO sequence, conlleval's way: an entity
+/// starts at `B-X`, or at `I-X` after `O` or after another type.
+pub fn bio_entities(tags: &[&str]) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, usize)> = None;
+    for (i, tag) in tags.iter().enumerate() {
+        let (prefix, kind) = tag.split_once('-').unwrap_or(("O", ""));
+        let continues = prefix == "I" && open.as_ref().is_some_and(|(k, _)| k == kind);
+        if !continues {
+            if let Some((k, s)) = open.take() {
+                out.push((k, s, i));
+            }
+            if prefix == "B" || prefix == "I" {
+                open = Some((kind.to_string(), i));
+            }
+        }
+    }
+    if let Some((k, s)) = open {
+        out.push((k, s, tags.len()));
+    }
+    out
+}
+
+/// Entity-level micro F1 (exact type and span match) over sentences of BIO tags (conlleval's,
+/// seqeval's default).
+pub fn entity_f1(pred: &[Vec<&str>], gold: &[Vec<&str>]) -> f64 {
+    let (mut tp, mut n_pred, mut n_gold) = (0usize, 0usize, 0usize);
+    for (p, g) in pred.iter().zip(gold) {
+        let pe = bio_entities(p);
+        let ge = bio_entities(g);
+        tp += pe.iter().filter(|e| ge.contains(e)).count();
+        n_pred += pe.len();
+        n_gold += ge.len();
+    }
+    if tp == 0 {
+        return 0.0;
+    }
+    let precision = tp as f64 / n_pred as f64;
+    let recall = tp as f64 / n_gold as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +167,24 @@ mod tests {
         assert_eq!(corpus_bleu(&["dog".into()], &refs), 0.0);
         let r = rouge_l("the cat sat on the mat", &["the cat is on the mat".into()]);
         assert!((r - 5.0 / 6.0).abs() < 1e-12); // LCS 5 of 6 / 6
+    }
+
+    #[test]
+    fn entities_follow_conlleval() {
+        let tags = ["B-name", "I-name", "O", "I-food", "B-food", "I-area", "I-area"];
+        assert_eq!(
+            bio_entities(&tags),
+            vec![
+                ("name".into(), 0, 2),
+                ("food".into(), 3, 4),
+                ("food".into(), 4, 5),
+                ("area".into(), 5, 7)
+            ]
+        );
+        let gold = vec![vec!["B-name", "I-name", "O", "B-food"]];
+        let pred = vec![vec!["B-name", "I-name", "O", "O"]];
+        // precision 1, recall 1/2.
+        assert!((entity_f1(&pred, &gold) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(entity_f1(&gold, &gold), 1.0);
     }
 }

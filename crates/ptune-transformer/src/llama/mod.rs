@@ -102,6 +102,25 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps rows `rows` of the batch, in that order (a row may repeat): beam search reorders its
+    /// hypotheses with this.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.layers.iter().flatten().map(|(k, _)| k.device()).next() else {
+            return;
+        };
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+            &device,
+        );
+        for kv in self.layers.iter_mut().flatten() {
+            kv.0 = kv.0.clone().select(0, index.clone());
+            kv.1 = kv.1.clone().select(0, index.clone());
+        }
+        if let Some(p) = self.padding.take() {
+            self.padding = Some(p.select(0, index));
+        }
+    }
 }
 
 /// Concatenates two optional `[b, *]` padding masks (missing parts are "not padded").

@@ -1,0 +1,395 @@
+//! The training loop, for any [`Task`]: AdamW, warmup + linear/cosine decay, gradient clipping and
+//! accumulation, evaluation every epoch, early stopping, the best adapter, checkpoints (every epoch
+//! and every `checkpoint_every` optimizer steps) and resume after a kill, seeds and a NaN/inf guard.
+//!
+//! Run folder (`out`): `metrics.jsonl` (one line per optimizer step and per evaluation),
+//! `metrics.json` (the summary), `curve.svg`, `adapter/` (best dev score) and `state/` (module +
+//! optimizer + progress, for `resume`).
+//!
+//! Determinism: the batches of an epoch depend only on the seed and the epoch, and the backend RNG
+//! (dropout) is reseeded before every batch from (seed, epoch, batch). A run resumed from any
+//! checkpoint therefore takes exactly the steps an uninterrupted run takes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use ptune_prompt::training_state::{load_training_state, save_training_state, TrainingProgress};
+use ptune_transformer::{AnyBackbone, Backbone};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, Result, TrainError};
+use crate::schedule::{lr_at, Schedule};
+use crate::task::{Evaluation, Task};
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Rows per forward pass.
+    pub batch_size: usize,
+    /// Batches per optimizer step (gradient accumulation).
+    pub accumulation: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Fraction of steps with linear warmup.
+    pub warmup_ratio: f64,
+    /// Decay after warmup.
+    pub schedule: Schedule,
+    /// Clip the gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    /// Stop after this many evaluations without a better dev score.
+    pub patience: Option<usize>,
+    /// Seed of shuffles and of the backend RNG.
+    pub seed: u64,
+    /// Also checkpoint every this many optimizer steps (besides the end of every epoch).
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// Stop this invocation after this many optimizer steps (counted from the start of training),
+    /// right after a checkpoint, as if killed there; `resume` continues. For time-boxed sessions
+    /// and tests.
+    #[serde(default)]
+    pub stop_after_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 32,
+            accumulation: 1,
+            lr: 1e-2,
+            weight_decay: 0.0,
+            warmup_ratio: 0.06,
+            schedule: Schedule::Linear,
+            grad_clip: Some(1.0),
+            patience: None,
+            seed: 42,
+            checkpoint_every: None,
+            stop_after_steps: None,
+        }
+    }
+}
+
+/// One evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Optimizer steps so far.
+    pub step: usize,
+    /// Mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Dev metrics.
+    pub dev: Evaluation,
+    /// Seconds spent in the epoch (training and evaluation).
+    pub seconds: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The dev evaluation of the best epoch.
+    pub best: Option<Evaluation>,
+    /// Epoch of the best dev score.
+    pub best_epoch: usize,
+    /// Every evaluation.
+    pub history: Vec<EpochRecord>,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Trainable parameters.
+    pub trainable_parameters: usize,
+    /// Whether the run stopped early (`stop_after_steps`) and must be resumed to finish.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    /// The best epoch's value of dev metric `name` (NaN when absent).
+    pub fn best_metric(&self, name: &str) -> f64 {
+        self.best.as_ref().and_then(|e| e.metrics.get(name).copied()).unwrap_or(f64::NAN)
+    }
+}
+
+/// Batches of example indices with similar lengths (less padding): `order` is cut into windows of
+/// 50 batches, each window sorted by length and cut into batches, and the batches are shuffled with
+/// `seed`. Deterministic for a given order and seed.
+pub fn length_bucketed_batches(
+    order: &[usize],
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut batches = Vec::new();
+    for window in order.chunks(batch_size * 50) {
+        let mut w = window.to_vec();
+        w.sort_by_key(|&i| lengths[i]);
+        batches.extend(w.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    let shuffled = ptune_data::split::shuffled(batches.len(), seed);
+    shuffled.into_iter().map(|i| std::mem::take(&mut batches[i])).collect()
+}
+
+/// The batches of `epoch`, a function of the seed and the epoch only.
+fn epoch_batches(lengths: &[usize], cfg: &TrainConfig, epoch: usize) -> Vec<Vec<usize>> {
+    let order = ptune_data::split::shuffled(lengths.len(), cfg.seed ^ (epoch as u64 + 1));
+    length_bucketed_batches(
+        &order,
+        lengths,
+        cfg.batch_size,
+        cfg.seed.wrapping_mul(31) ^ epoch as u64,
+    )
+}
+
+/// Seed of the backend RNG before batch `batch` of `epoch`.
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    seed.wrapping_add((epoch as u64).wrapping_mul(1_000_003)).wrapping_add(batch as u64)
+}
+
+pub(crate) fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    writeln!(f, "{value}").map_err(|e| io_err(path, e))
+}
+
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    ptune_prompt::adapter::write_atomic(path, text.as_bytes()).map_err(TrainError::from)
+}
+
+/// Where the loop stands; saved with every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Progress {
+    step: usize,
+    /// Completed epochs.
+    epoch: usize,
+    /// Batches done in the current epoch (always at an optimizer-step boundary).
+    batches_done: usize,
+    loss_sum: f64,
+    loss_n: usize,
+    history: Vec<EpochRecord>,
+    best: Option<Evaluation>,
+    best_epoch: usize,
+    since_best: usize,
+}
+
+impl Progress {
+    fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+        &self,
+        dir: &Path,
+        model: &M,
+        optim: &O,
+        cfg: &TrainConfig,
+    ) -> Result<()> {
+        let progress = TrainingProgress {
+            step: self.step,
+            epoch: self.epoch,
+            extra: serde_json::json!({ "loop": self, "config": cfg }),
+        };
+        Ok(save_training_state(dir, model, optim, &progress)?)
+    }
+}
+
+/// Trains `model` on `task`, writing the run folder `out`. With `resume`, continues from
+/// `out/state` if present: a run killed after any checkpoint finishes as if never stopped.
+pub fn train<B: AutodiffBackend, T: Task<B>>(
+    backbone: &AnyBackbone<B>,
+    task: &T,
+    model: T::Model,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    base_model: &str,
+) -> Result<(T::Model, RunSummary)> {
+    if cfg.batch_size == 0 || cfg.accumulation == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config(
+            "epochs, batch size and accumulation must be positive".into(),
+        ));
+    }
+    if cfg.checkpoint_every == Some(0) {
+        return Err(TrainError::Config("checkpoint_every must be positive".into()));
+    }
+    let lengths = task.train_lengths();
+    if lengths.is_empty() || task.dev_len() == 0 {
+        return Err(TrainError::Config("the training and dev splits must not be empty".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    let device = backbone.embedding_matrix().device();
+    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
+    if let Some(clip) = cfg.grad_clip {
+        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(clip as f32)));
+    }
+    let mut optim = adamw.init::<B, T::Model>();
+    let mut model = model;
+    let state_dir = out.join("state");
+    let metrics_path = out.join("metrics.jsonl");
+    let batches_per_epoch = lengths.len().div_ceil(cfg.batch_size);
+    let total_steps = batches_per_epoch.div_ceil(cfg.accumulation) * cfg.epochs;
+    let warmup = (total_steps as f64 * cfg.warmup_ratio).round() as usize;
+    let trainable_parameters = model.num_params();
+
+    let mut p = Progress::default();
+    if resume && state_dir.join("training_state.json").is_file() {
+        let (m, o, saved) = load_training_state(&state_dir, model, optim, &device)?;
+        model = m;
+        optim = o;
+        p = serde_json::from_value(saved.extra["loop"].clone()).map_err(|e| {
+            TrainError::Config(format!("{}: unreadable progress: {e}", state_dir.display()))
+        })?;
+        eprintln!(
+            "resuming from {} at epoch {}, batch {}, step {}",
+            state_dir.display(),
+            p.epoch + 1,
+            p.batches_done,
+            p.step
+        );
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).map_err(|e| io_err(&metrics_path, e))?;
+    }
+
+    let mut interrupted = false;
+    'epochs: while p.epoch < cfg.epochs {
+        let epoch = p.epoch;
+        let started = std::time::Instant::now();
+        let batches = epoch_batches(&lengths, cfg, epoch);
+        let bar = indicatif::ProgressBar::new(batches.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("{}/{}", epoch + 1, cfg.epochs));
+        bar.set_position(p.batches_done as u64);
+        let mut accumulator = GradientsAccumulator::<T::Model>::new();
+        let mut pending = 0usize;
+        for b in p.batches_done..batches.len() {
+            B::seed(&device, batch_seed(cfg.seed, epoch, b));
+            let loss = task.loss(backbone, &model, &batches[b])?;
+            let value: f64 = loss.clone().into_scalar().elem();
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite {
+                    loss: value,
+                    epoch: epoch + 1,
+                    step: p.step,
+                    state: state_dir.display().to_string(),
+                });
+            }
+            p.loss_sum += value;
+            p.loss_n += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            pending += 1;
+            bar.inc(1);
+            if pending < cfg.accumulation && b + 1 < batches.len() {
+                continue;
+            }
+            let lr = lr_at(cfg.lr, p.step, total_steps, warmup, cfg.schedule);
+            model = optim.step(lr, model, accumulator.grads());
+            p.step += 1;
+            p.batches_done = b + 1;
+            pending = 0;
+            append_jsonl(
+                &metrics_path,
+                &serde_json::json!({"epoch": epoch + 1, "step": p.step, "loss": value, "lr": lr}),
+            )?;
+            let last_of_epoch = b + 1 == batches.len();
+            let stop_here = cfg.stop_after_steps.is_some_and(|n| p.step >= n);
+            if !last_of_epoch
+                && (stop_here || cfg.checkpoint_every.is_some_and(|k| p.step % k == 0))
+            {
+                p.save(&state_dir, &model, &optim, cfg)?;
+                if stop_here {
+                    bar.abandon();
+                    eprintln!("stopping after step {} (resume to continue)", p.step);
+                    interrupted = true;
+                    break 'epochs;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        // Evaluate with the parameters detached: no graph is kept for them.
+        let dev = task.evaluate(backbone, &model.clone().no_grad(), cfg.batch_size)?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step: p.step,
+            train_loss: p.loss_sum / p.loss_n.max(1) as f64,
+            dev: dev.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let shown: Vec<String> = dev.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        eprintln!(
+            "epoch {}: train loss {:.4}, dev {} ({:.0} s)",
+            record.epoch,
+            record.train_loss,
+            shown.join(", "),
+            record.seconds
+        );
+        append_jsonl(&metrics_path, &serde_json::json!({"eval": record}))?;
+        p.history.push(record);
+        if p.best.as_ref().is_none_or(|b| dev.score > b.score) {
+            p.best = Some(dev);
+            p.best_epoch = epoch + 1;
+            p.since_best = 0;
+            task.save_adapter(backbone, &model, &out.join("adapter"), base_model)?;
+        } else {
+            p.since_best += 1;
+        }
+        p.epoch += 1;
+        p.batches_done = 0;
+        p.loss_sum = 0.0;
+        p.loss_n = 0;
+        p.save(&state_dir, &model, &optim, cfg)?;
+        write_curve(out, &metrics_path, &p.history)?;
+        if cfg.patience.is_some_and(|k| p.since_best >= k) {
+            eprintln!("early stop: no better dev score for {} epochs", p.since_best);
+            break;
+        }
+        if cfg.stop_after_steps.is_some_and(|n| p.step >= n) && p.epoch < cfg.epochs {
+            eprintln!("stopping after step {} (resume to continue)", p.step);
+            interrupted = true;
+            break;
+        }
+    }
+    let summary = RunSummary {
+        best: p.best,
+        best_epoch: p.best_epoch,
+        history: p.history,
+        steps: p.step,
+        trainable_parameters,
+        interrupted,
+    };
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| io_err(out, e))?;
+    write_atomic(&out.join("metrics.json"), &text)?;
+    Ok((model, summary))
+}
+
+fn write_curve(out: &Path, metrics: &Path, history: &[EpochRecord]) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
+    let losses: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get("loss")?.as_f64()?)))
+        .collect();
+    let metric = history.first().map(|r| r.dev.metric.clone()).unwrap_or_default();
+    let dev: Vec<(f64, f64)> = history.iter().map(|r| (r.epoch as f64, r.dev.score)).collect();
+    let label = format!("dev {metric} per epoch");
+    let svg = crate::plot::svg(&[("training loss per step", losses), (label.as_str(), dev)]);
+    write_atomic(&out.join("curve.svg"), &svg)
+}
+
+/// `BTreeMap` from pairs (metric tables).
+pub fn metrics_map(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+}
