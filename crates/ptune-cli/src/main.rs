@@ -13,6 +13,7 @@
 mod backend;
 mod commands;
 mod compare;
+mod task;
 mod train;
 
 use std::path::PathBuf;

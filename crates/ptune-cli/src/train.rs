@@ -1,21 +1,26 @@
-//! `ptune train`: a soft prompt of any method on a classification data set, with baselines.
+//! `ptune train`: a soft prompt of any method on any task (classify, tag, cloze, generate), with
+//! baselines.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
-use ptune_data::formats::ColumnMap;
-use ptune_data::tasks::tokenize_classification;
-use ptune_data::{ClassificationSet, Splits};
 use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
 use ptune_prompt::p_tuning_v2::{LayerSelection, PTuningV2Config};
 use ptune_prompt::prefix_tuning::PrefixTuningConfig;
 use ptune_prompt::prompt_tuning::PromptTuningConfig;
 use ptune_prompt::{ClassifierHeadConfig, SoftPrompt};
-use ptune_train::classify::{linear_probe, majority_baseline, train_classifier};
+use ptune_train::classify::{linear_probe, majority_baseline};
+use ptune_train::lm::{
+    cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, CausalLm, Cloze,
+    ReferenceSet,
+};
 use ptune_train::schedule::Schedule;
-use ptune_train::{Classifier, Pooling, TrainConfig};
+use ptune_train::tagging::{tagging_scores, TokenClassification};
+use ptune_train::{Classifier, Pooling, RunSummary, SequenceClassification, Task, TrainConfig};
+
+use crate::task::{load_data, TaskData, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR};
 use ptune_transformer::{load_model, AnyBackbone, Backbone, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -33,13 +38,40 @@ pub struct TrainArgs {
     /// `prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`, or `linear-probe` (no prompt).
     #[arg(long)]
     pub method: Option<String>,
-    /// `rt-sentences`, `uci-sentiment`, or a .jsonl/.csv/.tsv file with `text` and `label` columns.
+    /// `rt-sentences`, `uci-sentiment` (classify, cloze), `e2e-slots` (tag), `e2e` (generate), or a
+    /// file: .jsonl/.csv/.tsv with `text`+`label` (classify, cloze), `source`+`target` (generate),
+    /// or .jsonl with `tokens`+`tags` lists (tag).
     #[arg(long)]
     pub dataset: Option<String>,
+    /// `classify`, `tag`, `cloze` or `generate` (default: from the data set; `classify` for files).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Cloze template around the text (default "{text} Sentiment:").
+    #[arg(long)]
+    pub cloze_template: Option<String>,
+    /// Cloze verbalizer: one single-token word per label, comma-separated, in label order (default:
+    /// each label name with a leading space).
+    #[arg(long, value_delimiter = ',')]
+    pub verbalizer: Option<Vec<String>>,
+    /// Generation: text between source and target (default "\nDescription:").
+    #[arg(long)]
+    pub separator: Option<String>,
+    /// Generation: dev sources decoded (greedy) for BLEU / ROUGE-L after each epoch (0: loss only).
+    #[arg(long)]
+    pub eval_sources: Option<usize>,
+    /// Generation: most new tokens when decoding.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Also checkpoint every N optimizer steps (besides every epoch).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Stop after N optimizer steps, right after a checkpoint (resume with `--resume`).
+    #[arg(long)]
+    pub stop_after_steps: Option<usize>,
     /// Run folder (metrics.json, metrics.jsonl, curve.svg, adapter/, state/).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Virtual tokens / prefix slots.
+    /// Virtual tokens / prefix slots (default 16).
     #[arg(long)]
     pub virtual_tokens: Option<usize>,
     /// Hidden width of P-Tuning / Prefix-Tuning encoders.
@@ -72,7 +104,7 @@ pub struct TrainArgs {
     /// `linear`, `cosine` or `constant` decay after warmup.
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Stop after this many epochs without a better dev accuracy.
+    /// Stop after this many epochs without a better dev score.
     #[arg(long)]
     pub patience: Option<usize>,
     /// Longest tokenized text (longer ones are truncated, keeping the final special token).
@@ -91,7 +123,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
-    /// Also report the majority-class and linear-probe baselines.
+    /// Also report baselines: majority class and linear probe (classify), all-`O` (tag), the model
+    /// without a prompt (cloze, generate).
     #[arg(long)]
     #[serde(default)]
     pub baselines: bool,
@@ -111,6 +144,14 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         model,
         method,
         dataset,
+        task,
+        cloze_template,
+        verbalizer,
+        separator,
+        eval_sources,
+        max_new_tokens,
+        checkpoint_every,
+        stop_after_steps,
         out,
         virtual_tokens,
         encoder_hidden,
@@ -139,7 +180,7 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(name))
 }
 
-fn build_prompt<B: AutodiffBackend>(
+pub fn build_prompt<B: AutodiffBackend>(
     a: &TrainArgs,
     method: &str,
     backbone: &AnyBackbone<B>,
@@ -179,48 +220,17 @@ fn build_prompt<B: AutodiffBackend>(
     }))
 }
 
-/// Runs `ptune train` on backend `B`.
-pub fn train<B: AutodiffBackend>(args: TrainArgs) -> Result<()> {
-    let a = merged(args)?;
-    let model_name = a.model.clone().unwrap_or_else(|| "minilm".into());
-    let method = a.method.clone().unwrap_or_else(|| "p-tuning-v2".into());
-    let dataset = a.dataset.clone().unwrap_or_else(|| "rt-sentences".into());
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{model_name}-{method}")));
-    let device = B::Device::default();
-    let started = std::time::Instant::now();
-    let model_path = resolve_model(&model_name)?;
-    let loaded = load_model::<B>(&model_path, &device)
-        .with_context(|| format!("loading {}", model_path.display()))?;
-    let tok = loaded.tokenizer.clone().context("the model has no tokenizer")?;
-    let backbone = loaded.backbone;
+/// The decoder's stop token, if the model is a decoder that declares one.
+pub fn eos_of<B: burn::tensor::backend::Backend>(backbone: &AnyBackbone<B>) -> Option<u32> {
+    match backbone {
+        AnyBackbone::Llama(l) => l.config.eos_token_id.map(|e| e as u32),
+        AnyBackbone::Bert(_) => None,
+    }
+}
 
-    let text = ptune_data::recipes::classification(&dataset, &ColumnMap::default())?;
-    let max_len = a.max_len.unwrap_or(64);
-    let limit = a.train_limit.unwrap_or(usize::MAX);
-    let source = text.source.clone();
-    let tokenize = |records: &[ptune_data::formats::Record]| {
-        tokenize_classification(records, &text.labels, &tok, max_len, &source)
-    };
-    let train_records: Vec<_> = text.splits.train.iter().take(limit).cloned().collect();
-    let data = ClassificationSet {
-        labels: text.labels.clone(),
-        splits: Splits {
-            train: tokenize(&train_records)?,
-            dev: tokenize(&text.splits.dev)?,
-            test: tokenize(&text.splits.test)?,
-        },
-    };
-    eprintln!(
-        "{dataset}: {} train / {} dev / {} test, labels {:?}",
-        data.splits.train.len(),
-        data.splits.dev.len(),
-        data.splits.test.len(),
-        data.labels
-    );
-    let cfg = TrainConfig {
+/// The training settings of `a`.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    Ok(TrainConfig {
         epochs: a.epochs.unwrap_or(3),
         batch_size: a.batch_size.unwrap_or(32),
         accumulation: a.accumulation.unwrap_or(1),
@@ -233,57 +243,206 @@ pub fn train<B: AutodiffBackend>(args: TrainArgs) -> Result<()> {
         },
         patience: a.patience,
         seed: a.seed.unwrap_or(42),
-        pooling: match a.pooling.as_deref().unwrap_or("mean") {
-            "mean" => Pooling::Mean,
-            "pooler" => Pooling::Pooler,
-            other => bail!("unknown pooling `{other}` (mean, pooler)"),
-        },
+        checkpoint_every: a.checkpoint_every,
+        stop_after_steps: a.stop_after_steps,
         ..TrainConfig::default()
+    })
+}
+
+/// Runs `ptune train` on backend `B`.
+pub fn train<B: AutodiffBackend>(args: TrainArgs) -> Result<()> {
+    let a = merged(args)?;
+    let model_name = a.model.clone().unwrap_or_else(|| "minilm".into());
+    let method = a.method.clone().unwrap_or_else(|| "p-tuning-v2".into());
+    let dataset = a.dataset.clone().unwrap_or_else(|| "rt-sentences".into());
+    let kind = TaskKind::pick(a.task.as_deref(), &dataset)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{model_name}-{method}")));
+    let device = B::Device::default();
+    let started = std::time::Instant::now();
+    let model_path = resolve_model(&model_name)?;
+    let loaded = load_model::<B>(&model_path, &device)
+        .with_context(|| format!("loading {}", model_path.display()))?;
+    let tok = loaded.tokenizer.clone().context("the model has no tokenizer")?;
+    let backbone = loaded.backbone;
+    let pooling = match a.pooling.as_deref().unwrap_or("mean") {
+        "mean" => Pooling::Mean,
+        "pooler" => Pooling::Pooler,
+        other => bail!("unknown pooling `{other}` (mean, pooler)"),
     };
+    let mut info = TaskInfo {
+        task: kind,
+        model: model_name.clone(),
+        dataset: dataset.clone(),
+        labels: Vec::new(),
+        pooling: (kind == TaskKind::Classify).then_some(pooling),
+        cloze_template: (kind == TaskKind::Cloze)
+            .then(|| a.cloze_template.clone().unwrap_or_else(|| CLOZE_TEMPLATE.into())),
+        verbalizer: None,
+        separator: (kind == TaskKind::Generate)
+            .then(|| a.separator.clone().unwrap_or_else(|| SEPARATOR.into())),
+        max_len: a.max_len.unwrap_or(if kind == TaskKind::Generate { 96 } else { 64 }),
+    };
+    let data = load_data(&mut info, &tok, a.train_limit.unwrap_or(usize::MAX), eos_of(&backbone))?;
+    if kind == TaskKind::Cloze {
+        info.verbalizer = Some(
+            a.verbalizer
+                .clone()
+                .unwrap_or_else(|| info.labels.iter().map(|l| format!(" {l}")).collect()),
+        );
+    }
+    info.save(&out)?;
+    let cfg = train_config(&a)?;
     B::seed(&device, cfg.seed);
     let prompt = build_prompt(&a, &method, &backbone, &tok)?;
-    let head =
-        ClassifierHeadConfig::new(backbone.dims().hidden_size, data.labels.len()).init(&device);
-    let baselines = if a.baselines {
-        let majority = majority_baseline(&data);
-        eprintln!("baseline majority class: dev accuracy {majority:.4}");
-        let t = std::time::Instant::now();
-        let (probe, probe_f1) = linear_probe(&backbone, &data, &cfg)?;
-        eprintln!(
-            "baseline linear probe: dev accuracy {probe:.4} ({:.0} s)",
-            t.elapsed().as_secs_f64()
-        );
-        Some((majority, probe, probe_f1))
-    } else {
-        None
+    let base = model_path.display().to_string();
+    let mut table: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    let summary = match data {
+        TaskData::Labelled(data) if kind == TaskKind::Classify => {
+            eprintln!(
+                "{dataset}: {} train / {} dev / {} test, labels {:?}",
+                data.splits.train.len(),
+                data.splits.dev.len(),
+                data.splits.test.len(),
+                data.labels
+            );
+            let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, data.labels.len())
+                .init(&device);
+            if a.baselines {
+                let majority = majority_baseline(&data);
+                eprintln!("baseline majority class: dev accuracy {majority:.4}");
+                table.push(("majority class".into(), vec![("accuracy".into(), majority)]));
+                let t = std::time::Instant::now();
+                let (probe, probe_f1) = linear_probe(&backbone, &data, &cfg, pooling)?;
+                eprintln!(
+                    "baseline linear probe: dev accuracy {probe:.4} ({:.0} s)",
+                    t.elapsed().as_secs_f64()
+                );
+                table.push((
+                    "linear probe (frozen backbone, head only)".into(),
+                    vec![("accuracy".into(), probe), ("macro_f1".into(), probe_f1)],
+                ));
+            }
+            let task = SequenceClassification { data: &data, pooling };
+            run(&backbone, &task, Classifier { prompt, head }, &cfg, &out, a.resume, &base)?
+        }
+        TaskData::Labelled(data) => {
+            let words = info.verbalizer.clone().unwrap_or_default();
+            let verbalizer = ptune_train::lm::verbalizer(&tok, &words)?;
+            let prompt =
+                prompt.context("cloze trains a soft prompt: pick a method, not linear-probe")?;
+            if a.baselines {
+                let pred =
+                    cloze_predict(&backbone, None, &data.splits.dev, &verbalizer, cfg.batch_size)?;
+                let gold: Vec<usize> = data.splits.dev.iter().map(|e| e.label).collect();
+                let acc = ptune_train::metrics::accuracy(&pred, &gold);
+                eprintln!("baseline zero-shot cloze (no prompt): dev accuracy {acc:.4}");
+                table.push(("zero-shot cloze (no prompt)".into(), vec![("accuracy".into(), acc)]));
+            }
+            let task = Cloze { data: &data, verbalizer };
+            run(&backbone, &task, prompt, &cfg, &out, a.resume, &base)?
+        }
+        TaskData::Tagged(data) => {
+            eprintln!(
+                "{dataset}: {} train / {} dev sentences, {} tags",
+                data.splits.train.len(),
+                data.splits.dev.len(),
+                data.labels.len()
+            );
+            if a.baselines {
+                let all_o: Vec<Vec<usize>> =
+                    data.splits.dev.iter().map(|e| vec![0; e.tags.len()]).collect();
+                let (f1, acc) = tagging_scores(&all_o, &data.splits.dev, &data.labels);
+                table.push((
+                    "every word `O`".into(),
+                    vec![("entity_f1".into(), f1), ("word_accuracy".into(), acc)],
+                ));
+            }
+            let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, data.labels.len())
+                .init(&device);
+            let task = TokenClassification { data: &data };
+            run(&backbone, &task, Classifier { prompt, head }, &cfg, &out, a.resume, &base)?
+        }
+        TaskData::Generation { examples, pairs } => {
+            let prompt = prompt
+                .context("generation trains a soft prompt: pick a method, not linear-probe")?;
+            let sep = info.separator.clone().unwrap_or_default();
+            let n_sources = a.eval_sources.unwrap_or(20);
+            let refs = ReferenceSet::new(&pairs.dev, &tok, &sep, n_sources)?;
+            let gen = greedy(a.max_new_tokens.unwrap_or(48), eos_of(&backbone));
+            eprintln!(
+                "{dataset}: {} train / {} dev pairs ({} dev sources decoded per evaluation)",
+                examples.train.len(),
+                examples.dev.len(),
+                refs.items.len()
+            );
+            if a.baselines {
+                let loss = mean_target_loss(&backbone, None, &examples.dev, cfg.batch_size)?;
+                let mut row = vec![("loss".to_string(), loss)];
+                if !refs.items.is_empty() {
+                    let hyps = generate_all(&backbone, None, &tok, &refs, &gen)?;
+                    let (bleu, rouge) = generation_scores(&hyps, &refs);
+                    row.extend([("bleu".into(), bleu), ("rouge_l".into(), rouge)]);
+                }
+                table.push(("the model without a prompt".into(), row));
+            }
+            let task = CausalLm {
+                train: &examples.train,
+                dev: &examples.dev,
+                references: (!refs.items.is_empty()).then_some((&refs, &tok, gen)),
+            };
+            run(&backbone, &task, prompt, &cfg, &out, a.resume, &base)?
+        }
     };
-    let (_, summary) = train_classifier(
-        &backbone,
-        Classifier { prompt, head },
-        &data,
-        &cfg,
-        &out,
-        a.resume,
-        &model_path.display().to_string(),
-    )?;
     let seconds = started.elapsed().as_secs_f64();
-    write_report(&out, &a, &method, &dataset, &summary, baselines, seconds)?;
+    write_report(&out, &a, &method, &dataset, &summary, &table, seconds)?;
     println!(
-        "\n{method} on {model_name} / {dataset} ({} trainable parameters)",
+        "\n{method} on {model_name} / {dataset}, task {kind:?} ({} trainable parameters)",
         summary.trainable_parameters
     );
-    println!("| run | dev accuracy | dev macro-F1 |");
-    println!("|---|---:|---:|");
-    if let Some((majority, probe, probe_f1)) = baselines {
-        println!("| majority class | {majority:.4} | — |");
-        println!("| linear probe (frozen backbone, head only) | {probe:.4} | {probe_f1:.4} |");
+    if let Some(best) = &summary.best {
+        table.push((
+            format!("{method} (best epoch {})", summary.best_epoch),
+            best.metrics.clone().into_iter().collect(),
+        ));
+        let names: Vec<&String> = best.metrics.keys().collect();
+        println!(
+            "| run | {} |",
+            names.iter().map(|n| format!("dev {n}")).collect::<Vec<_>>().join(" | ")
+        );
+        println!("|---|{}", "---:|".repeat(names.len()));
+        for (run, values) in &table {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    values
+                        .iter()
+                        .find(|(k, _)| k == *n)
+                        .map_or("—".into(), |(_, v)| format!("{v:.4}"))
+                })
+                .collect();
+            println!("| {run} | {} |", cells.join(" | "));
+        }
     }
-    println!(
-        "| {method} (best epoch {}) | {:.4} | {:.4} |",
-        summary.best_epoch, summary.best_dev_accuracy, summary.best_dev_macro_f1
-    );
+    if summary.interrupted {
+        println!("\nstopped after step {} as asked; `--resume` continues", summary.steps);
+    }
     println!("\ntotal {:.1} min; run folder {}", seconds / 60.0, out.display());
     Ok(())
+}
+
+fn run<B: AutodiffBackend, T: Task<B>>(
+    backbone: &AnyBackbone<B>,
+    task: &T,
+    model: T::Model,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    base: &str,
+) -> Result<RunSummary> {
+    Ok(ptune_train::train(backbone, task, model, cfg, out, resume, base)?.1)
 }
 
 fn write_report(
@@ -291,14 +450,21 @@ fn write_report(
     a: &TrainArgs,
     method: &str,
     dataset: &str,
-    summary: &ptune_train::RunSummary,
-    baselines: Option<(f64, f64, f64)>,
+    summary: &RunSummary,
+    baselines: &[(String, Vec<(String, f64)>)],
     seconds: f64,
 ) -> Result<()> {
+    let baselines: serde_json::Map<String, serde_json::Value> = baselines
+        .iter()
+        .map(|(name, values)| {
+            let m: serde_json::Map<String, serde_json::Value> =
+                values.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+            (name.clone(), serde_json::Value::Object(m))
+        })
+        .collect();
     let report = serde_json::json!({
         "method": method, "dataset": dataset, "args": a, "summary": summary,
-        "baselines": baselines.map(|(m, p, pf)| serde_json::json!({"majority": m, "linear_probe": p, "linear_probe_macro_f1": pf})),
-        "seconds": seconds,
+        "baselines": baselines, "seconds": seconds,
     });
     ptune_prompt::adapter::write_atomic(
         &out.join("metrics.json"),

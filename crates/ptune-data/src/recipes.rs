@@ -203,8 +203,7 @@ pub fn e2e(dir: &Path) -> Result<GenerationSet> {
         .get("examples")
         .and_then(|e| e.as_array())
         .ok_or_else(|| DataError::Empty { path: path.clone() })?;
-    let mut mrs: Vec<String> = Vec::new();
-    let mut pairs = Vec::new();
+    let mut rows = Vec::new();
     for (i, e) in examples.iter().enumerate() {
         let get = |k: &str| {
             e.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| DataError::Row {
@@ -213,20 +212,45 @@ pub fn e2e(dir: &Path) -> Result<GenerationSet> {
                 message: format!("example has no `{k}`"),
             })
         };
-        let (source, target) = (get("input")?, get("target")?);
-        let group = match mrs.iter().position(|m| *m == source) {
-            Some(g) => g,
-            None => {
-                mrs.push(source.clone());
-                mrs.len() - 1
-            }
-        };
+        rows.push((get("input")?, get("target")?));
+    }
+    split_by_source(rows, &path)
+}
+
+/// Groups `(source, target)` rows by source and splits the sources 80/10/10 with seed 13, so no
+/// source is in two splits.
+fn split_by_source(rows: Vec<(String, String)>, path: &Path) -> Result<GenerationSet> {
+    if rows.is_empty() {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
+    let mut sources: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut pairs = Vec::with_capacity(rows.len());
+    for (source, target) in rows {
+        let group = *index.entry(source.clone()).or_insert_with(|| {
+            sources.push(source.clone());
+            sources.len() - 1
+        });
         pairs.push(GenerationPair { source, target, group });
     }
-    if pairs.is_empty() {
-        return Err(DataError::Empty { path });
-    }
-    let which = split_groups(mrs.len(), 0.1, 0.1, SPLIT_SEED);
+    let which = split_groups(sources.len(), 0.1, 0.1, SPLIT_SEED);
     let part = |k: u8| pairs.iter().filter(|p| which[p.group] == k).cloned().collect::<Vec<_>>();
     Ok(Splits { train: part(0), dev: part(1), test: part(2) })
+}
+
+/// A packaged generation data set (`e2e`) or a JSONL/CSV/TSV file with `source` and `target`
+/// columns, split by source.
+pub fn generation(name_or_path: &str) -> Result<GenerationSet> {
+    if name_or_path == "e2e" {
+        return e2e(&fetched_dir("e2e")?);
+    }
+    let path = Path::new(name_or_path);
+    if !path.exists() {
+        return Err(DataError::Dataset(format!(
+            "`{name_or_path}` is neither a packaged generation data set (e2e) nor a file"
+        )));
+    }
+    let map = ColumnMap { text: "source".into(), pair: None, label: "target".into() };
+    let rows = read_table(path, &map)?.into_iter().map(|r| (r.text, r.label)).collect();
+    split_by_source(rows, path)
 }

@@ -379,8 +379,6 @@ impl<B: AutodiffBackend> Task<B> for Cloze<'_> {
             ptune_prompt::adapter::CAUSAL_LM,
             base_model,
         )?;
-        let verbalizer =
-            serde_json::json!({"labels": self.data.labels, "token_ids": self.verbalizer});
-        crate::trainer::write_atomic(&dir.join("verbalizer.json"), &verbalizer.to_string())
+        Ok(())
     }
 }
