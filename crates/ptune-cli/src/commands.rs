@@ -37,6 +37,9 @@ pub fn run<B: Backend>(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => crate::train::train::<burn::backend::Autodiff<B>>(args),
+        Command::Eval(args) => crate::run::eval::<B>(args),
+        Command::Predict(args) => crate::run::predict_texts::<B>(args),
+        Command::Generate(args) => crate::run::generate_text::<B>(args),
         Command::Compare(args) => {
             crate::compare::print(&[(
                 crate::backend::BackendChoice::default(),

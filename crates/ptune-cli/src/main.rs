@@ -6,6 +6,10 @@
 //! ptune [--backend …] complete MODEL TEXT --max-tokens N
 //! ptune [--backend …] params MODEL --virtual-tokens N
 //! ptune [--backend …] inspect ADAPTER --model MODEL
+//! ptune [--backend …] train [--model M] [--method METHOD] [--dataset D] [--task T] [--out DIR] …
+//! ptune [--backend …] eval RUN [--split dev|test]
+//! ptune [--backend …] predict RUN TEXT…
+//! ptune [--backend …] generate [--run RUN] [--model M] TEXT [--decoding greedy|sample|beam]
 //! ```
 //! MODEL is an HF folder (config.json + model.safetensors + tokenizer.json), a GGUF file, or a
 //! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
@@ -13,6 +17,7 @@
 mod backend;
 mod commands;
 mod compare;
+mod run;
 mod task;
 mod train;
 
@@ -74,8 +79,16 @@ enum Command {
         #[arg(long)]
         encoder_hidden: Option<usize>,
     },
-    /// Train a soft prompt (and head) on a classification data set; prints dev accuracy.
+    /// Train a soft prompt (and head) on a task (classify, tag, cloze, generate); prints dev metrics
+    /// beside baselines.
     Train(train::TrainArgs),
+    /// A trained run's metrics on its data set's dev or test split.
+    Eval(run::EvalArgs),
+    /// Labels, tags or generations of a trained run for new texts.
+    Predict(run::PredictArgs),
+    /// A decoder's continuation of a text (greedy, top-k/top-p sampling or beam search), with or
+    /// without a run's soft prompt.
+    Generate(run::GenerateArgs),
     /// The same short seeded training job on several backends, as a table.
     Compare(compare::CompareArgs),
     /// Per virtual token of an adapter, its nearest vocabulary tokens (cosine similarity).

@@ -78,3 +78,44 @@ fn unknown_format_and_bad_scores() {
     let n = s.splits.train.len() + s.splits.dev.len() + s.splits.test.len();
     assert_eq!(n, 2, "neutral rows are dropped");
 }
+
+#[test]
+fn bad_tagging_rows_name_their_line() {
+    use ptune_data::tagging::read_tagged_jsonl;
+    let ok = "{\"tokens\": [\"Blue\", \"Spice\"], \"tags\": [\"B-name\", \"I-name\"]}\n";
+    let rows = read_tagged_jsonl(&write("ok.jsonl", ok), "tokens", "tags").unwrap();
+    assert_eq!(rows[0].tags, ["B-name", "I-name"]);
+    for (name, bad, needle) in [
+        ("len.jsonl", "{\"tokens\": [\"a\", \"b\"], \"tags\": [\"O\"]}", "2 words but 1 tags"),
+        ("bio.jsonl", "{\"tokens\": [\"a\"], \"tags\": [\"PER\"]}", "is not BIO"),
+        ("type.jsonl", "{\"tokens\": [\"a\", 3], \"tags\": [\"O\", \"O\"]}", "non-string"),
+        ("none.jsonl", "{\"tokens\": [], \"tags\": []}", "no words"),
+        ("key.jsonl", "{\"words\": [\"a\"], \"tags\": [\"O\"]}", "no `tokens` list"),
+    ] {
+        let p = write(name, &format!("{ok}{bad}\n"));
+        let e = read_tagged_jsonl(&p, "tokens", "tags").unwrap_err();
+        assert!(matches!(e, DataError::Row { line: 2, .. }), "{name}: {e}");
+        assert!(e.to_string().contains(needle), "{name}: {e}");
+    }
+    let e = read_tagged_jsonl(&write("empty-tags.jsonl", "\n"), "tokens", "tags").unwrap_err();
+    assert!(matches!(e, DataError::Empty { .. }), "{e}");
+}
+
+#[test]
+fn generation_files_split_by_source_and_bad_rows_are_named() {
+    let mut body = String::new();
+    for i in 0..30 {
+        for r in 0..3 {
+            body.push_str(&format!("{{\"source\": \"s{i}\", \"target\": \"t{i} {r}\"}}\n"));
+        }
+    }
+    let p = write("gen.jsonl", &body);
+    let s = ptune_data::recipes::generation(p.to_str().unwrap()).unwrap();
+    assert_eq!(s.train.len() + s.dev.len() + s.test.len(), 90);
+    let train: std::collections::HashSet<&str> =
+        s.train.iter().map(|r| r.source.as_str()).collect();
+    assert!(s.dev.iter().chain(&s.test).all(|r| !train.contains(r.source.as_str())));
+    let p = write("gen-bad.jsonl", "{\"source\": \"a\", \"target\": \"b\"}\n{\"source\": \"a\"}\n");
+    let e = ptune_data::recipes::generation(p.to_str().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("gen-bad.jsonl:2") && e.to_string().contains("target"), "{e}");
+}

@@ -27,3 +27,29 @@ fn uci_sentiment_three_sources() {
     assert_eq!((s.splits.train.len(), s.splits.dev.len(), s.splits.test.len()), (2_400, 300, 300));
     assert!(s.splits.train.iter().all(|r| !r.text.is_empty()));
 }
+
+#[test]
+fn e2e_split_by_meaning_representation_and_slots_tagged() {
+    let dir = fetched_dir("e2e").unwrap();
+    let s = ptune_data::recipes::e2e(&dir).unwrap();
+    assert_eq!(s.train.len() + s.dev.len() + s.test.len(), 1000);
+    let sources = |rows: &[ptune_data::GenerationPair]| {
+        rows.iter().map(|r| r.source.clone()).collect::<std::collections::HashSet<_>>()
+    };
+    let (train, dev, test) = (sources(&s.train), sources(&s.dev), sources(&s.test));
+    assert_eq!(train.len() + dev.len() + test.len(), 213, "every MR in exactly one split");
+    assert!(train.is_disjoint(&dev) && train.is_disjoint(&test) && dev.is_disjoint(&test));
+
+    let slots = ptune_data::tagging::e2e_slots(&dir).unwrap();
+    assert_eq!(slots.splits.train.len(), s.train.len());
+    let tagged = slots
+        .splits
+        .train
+        .iter()
+        .filter(|t| t.tags.iter().any(|g| g.starts_with("B-name")))
+        .count();
+    // Most references say the restaurant's name verbatim.
+    assert!(tagged * 10 > slots.splits.train.len() * 8, "{tagged} of {}", slots.splits.train.len());
+    let labels = ptune_data::tagging::bio_labels(&slots.splits.train);
+    assert!(labels.contains(&"B-eatType".to_string()) && labels[0] == "O", "{labels:?}");
+}

@@ -1,5 +1,6 @@
-//! Every method trains a few steps on the real MiniLM (classification) and the real SmolLM2
-//! (causal LM) with the loss going down; prefix init from the activations of real text.
+//! Every method trains a few steps on the real MiniLM (classification) with the loss going down;
+//! prefix init from the activations of real text. (Every method on SmolLM2 generation, through the
+//! task code on real E2E data: `ptune-train/tests/real_tasks.rs`.)
 #![cfg(feature = "fetched-models")]
 
 mod common;
@@ -134,47 +135,6 @@ fn every_method_trains_on_minilm() {
         });
         eprintln!("minilm {name}: loss {first:.4} → {last:.4}");
         assert!(last < first * 0.85, "minilm {name}: loss {first} → {last}");
-    }
-}
-
-#[test]
-fn every_method_trains_on_smollm2() {
-    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let device = Default::default();
-    AD::seed(&device, 2);
-    let LoadedModel { backbone, tokenizer, .. } =
-        load_model::<AD>(&fetched("smollm2"), &device).unwrap();
-    let tok = tokenizer.unwrap();
-    let AnyBackbone::Llama(llama) = &backbone else { panic!() };
-    let rows: Vec<Vec<u32>> = [
-        "name[The Eagle] food[French] : The Eagle serves French food.",
-        "name[Zizzi] area[riverside] : Zizzi is by the river.",
-    ]
-    .iter()
-    .map(|t| tok.encode(t).unwrap())
-    .collect();
-    for (name, prompt) in methods(&backbone, &tok, 4) {
-        // Encoders (MLP, LSTM) drive 30 layers through their whole output: a gentler rate.
-        let lr = if name.starts_with("p-tuning-") && name != "p-tuning-v2" { 5e-3 } else { 1e-2 };
-        let (first, last) = train(Trainable { prompt, head: None }, 8, lr, |t| {
-            let batch = t.prompt.prepare(&backbone, &rows).unwrap();
-            let hidden = batch.strip_virtual(backbone.forward(batch.input.clone()).unwrap());
-            let logits = llama.logits(hidden);
-            let [b, l, v] = logits.dims();
-            // Next-token loss on the text: position i predicts token i+1 (rows are unpadded here
-            // only up to their own length).
-            let mut keep_logits = Vec::new();
-            let mut targets = Vec::new();
-            for (r, ids) in rows.iter().enumerate() {
-                let n = ids.len() - 1;
-                keep_logits.push(logits.clone().narrow(0, r, 1).narrow(1, 0, n).reshape([n, v]));
-                targets.extend(ids[1..].iter().map(|&i| i as i64));
-            }
-            let _ = (b, l);
-            ce(Tensor::cat(keep_logits, 0), targets)
-        });
-        eprintln!("smollm2 {name}: loss {first:.4} → {last:.4}");
-        assert!(last < first - 0.1, "smollm2 {name}: loss {first} → {last}");
     }
 }
 

@@ -1,5 +1,6 @@
-//! The training loop on the tiny BERT: a run stopped after a checkpoint and resumed ends exactly like
-//! an uninterrupted run; a NaN loss stops with a clear error; the run folder is complete.
+//! The training loop on the tiny BERT: a run stopped after a checkpoint (at the end of an epoch or in
+//! the middle of one) and resumed ends exactly like an uninterrupted run; a NaN loss stops with a
+//! clear error; the run folder is complete.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
@@ -7,8 +8,9 @@ use ptune_data::tasks::Example;
 use ptune_data::{ClassificationSet, Splits};
 use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::ClassifierHeadConfig;
-use ptune_train::classify::train_classifier;
-use ptune_train::{Classifier, TrainConfig, TrainError};
+use ptune_train::{
+    train, Classifier, Pooling, RunSummary, SequenceClassification, TrainConfig, TrainError,
+};
 use ptune_transformer::load_model;
 
 type AD = Autodiff<NdArray>;
@@ -51,6 +53,19 @@ fn cfg() -> TrainConfig {
     TrainConfig { epochs: 3, batch_size: 8, lr: 5e-2, ..TrainConfig::default() }
 }
 
+fn train_classifier(
+    backbone: &ptune_transformer::AnyBackbone<AD>,
+    model: Classifier<AD>,
+    data: &ClassificationSet,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    resume: bool,
+    base: &str,
+) -> ptune_train::Result<(Classifier<AD>, RunSummary)> {
+    let task = SequenceClassification { data, pooling: Pooling::Mean };
+    train(backbone, &task, model, cfg, out, resume, base)
+}
+
 fn out(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("ptune-loop-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -75,22 +90,33 @@ fn resumed_run_equals_uninterrupted_run() {
         assert!(whole.join(f).is_file(), "{f} written");
     }
 
-    let split = out("split");
-    let stopped = TrainConfig { stop_after_epochs: Some(1), ..cfg() };
-    let (_, partial) =
-        train_classifier(&backbone, model(1), &data(), &stopped, &split, false, "tiny-bert")
-            .unwrap();
-    assert_eq!(partial.history.len(), 1);
-    // Resume from a differently initialized model: everything must come from the checkpoint.
-    let (_, b) =
-        train_classifier(&backbone, model(99), &data(), &cfg(), &split, true, "tiny-bert").unwrap();
-    assert_eq!(b.history.len(), 3);
-    for (x, y) in a.history.iter().zip(&b.history) {
-        assert_eq!((x.train_loss, x.dev_accuracy, x.step), (y.train_loss, y.dev_accuracy, y.step));
+    // Killed at the end of epoch 1 (step 3), and in the middle of epoch 2 (step 5 of 3 per epoch).
+    for (tag, stop) in [("epoch", 3), ("mid", 5)] {
+        let split = out(tag);
+        let stopped = TrainConfig { stop_after_steps: Some(stop), ..cfg() };
+        let (_, partial) =
+            train_classifier(&backbone, model(1), &data(), &stopped, &split, false, "tiny-bert")
+                .unwrap();
+        assert!(partial.interrupted && partial.steps == stop, "{tag}");
+        assert_eq!(partial.history.len(), stop / 3, "{tag}");
+        // Resume from a differently initialized model: everything must come from the checkpoint.
+        let (_, b) =
+            train_classifier(&backbone, model(99), &data(), &cfg(), &split, true, "tiny-bert")
+                .unwrap();
+        assert!(!b.interrupted);
+        assert_eq!(b.history.len(), 3, "{tag}");
+        for (x, y) in a.history.iter().zip(&b.history) {
+            assert_eq!(
+                (x.train_loss, x.dev.score, x.step),
+                (y.train_loss, y.dev.score, y.step),
+                "{tag}"
+            );
+        }
+        let adapter = |d: &std::path::Path| {
+            std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap()
+        };
+        assert_eq!(adapter(&whole), adapter(&split), "{tag}: same best adapter, byte for byte");
     }
-    let adapter =
-        |d: &std::path::Path| std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap();
-    assert_eq!(adapter(&whole), adapter(&split), "same best adapter, byte for byte");
 }
 
 #[test]

@@ -1,0 +1,187 @@
+//! # ptune-benches
+//!
+//! The benchmark workload, defined once and shared by the criterion benches (`benches/methods.rs`),
+//! the per-workload runner (`ptune-bench`, which `cargo xtask bench` calls) and, word for word, the
+//! PEFT peer script (`benches/peer/peft_bench.py`):
+//!
+//! - MiniLM: batch 32 × 128 tokens, row `r` = `[CLS] (1000 + (7r + 13j) mod 20000)_{j<126} [SEP]`,
+//!   labels `r mod 2`; sequence classification (the head on HF's pooler, as PEFT's
+//!   `BertForSequenceClassification`).
+//! - SmolLM2: batch 8 × 128 tokens, row `r` = `(100 + (7r + 13j) mod 20000)_{j<128}`; causal-LM loss
+//!   on every next token.
+//! - 20 virtual tokens for every method: Prompt Tuning (table), P-Tuning MLP and LSTM (hidden 128),
+//!   Prefix-Tuning (Tanh MLP, hidden 512), P-Tuning v2 (per-layer table, no projection; prefix
+//!   dropout 0.1, which PEFT does not have).
+//! - "forward": the prompted forward pass and the loss, no gradients; "train-step": forward, backward
+//!   and an AdamW step of the trainable parameters (prompt and head).
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use ptune_data::tasks::LmExample;
+use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
+use ptune_prompt::p_tuning_v2::PTuningV2Config;
+use ptune_prompt::prefix_tuning::PrefixTuningConfig;
+use ptune_prompt::prompt_tuning::PromptTuningConfig;
+use ptune_prompt::{ClassifierHeadConfig, SoftPrompt};
+use ptune_train::classify::{cross_entropy, pooled};
+use ptune_train::lm::target_loss;
+use ptune_train::Pooling;
+use ptune_transformer::{load_model, AnyBackbone, Backbone};
+
+/// The methods benchmarked, by name.
+pub const METHODS: [&str; 5] =
+    ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm", "prefix-tuning", "p-tuning-v2"];
+
+/// The models benchmarked, by name (fetched by `cargo xtask fetch`).
+pub const MODELS: [&str; 2] = ["minilm", "smollm2"];
+
+/// Virtual tokens of every method.
+pub const VIRTUAL_TOKENS: usize = 20;
+
+/// Batch size and sequence length of `model`.
+pub fn shape(model: &str) -> Result<(usize, usize)> {
+    match model {
+        "minilm" => Ok((32, 128)),
+        "smollm2" => Ok((8, 128)),
+        other => bail!("unknown model `{other}` ({})", MODELS.join(", ")),
+    }
+}
+
+/// The token rows of `model`'s workload.
+pub fn rows(model: &str) -> Result<Vec<Vec<u32>>> {
+    let (b, s) = shape(model)?;
+    Ok((0..b)
+        .map(|r| match model {
+            "minilm" => std::iter::once(101)
+                .chain((0..s - 2).map(|j| 1000 + ((r * 7 + j * 13) % 20000) as u32))
+                .chain(std::iter::once(102))
+                .collect(),
+            _ => (0..s).map(|j| 100 + ((r * 7 + j * 13) % 20000) as u32).collect(),
+        })
+        .collect())
+}
+
+/// A soft prompt of `method` for `backbone`.
+pub fn prompt<B: AutodiffBackend>(
+    method: &str,
+    backbone: &AnyBackbone<B>,
+) -> Result<SoftPrompt<B>> {
+    let n = VIRTUAL_TOKENS;
+    Ok(match method {
+        "prompt-tuning" => PromptTuningConfig::new(n).init(backbone, None)?,
+        "p-tuning-mlp" => PTuningConfig::new(n)
+            .with_encoder(PTuningEncoder::Mlp { hidden: 128 })
+            .init(backbone, None)?,
+        "p-tuning-lstm" => PTuningConfig::new(n)
+            .with_encoder(PTuningEncoder::Lstm { hidden: 128, paper: false })
+            .init(backbone, None)?,
+        "prefix-tuning" => {
+            PrefixTuningConfig::new(n).with_projection(Some(512)).init(backbone, None)?
+        }
+        "p-tuning-v2" => PTuningV2Config::new(n).init(backbone, None)?,
+        other => bail!("unknown method `{other}` ({})", METHODS.join(", ")),
+    })
+}
+
+/// The trainable part of a workload: the prompt, and for the encoder its classification head.
+#[derive(Module, Debug)]
+pub struct Trainable<B: burn::tensor::backend::Backend> {
+    /// The soft prompt.
+    pub prompt: SoftPrompt<B>,
+    /// The head (MiniLM only).
+    pub head: Option<ptune_prompt::ClassifierHead<B>>,
+}
+
+/// One benchmark workload: model, batch and trainable module.
+pub struct Workload<B: AutodiffBackend> {
+    /// The frozen backbone.
+    pub backbone: AnyBackbone<B>,
+    /// The model name.
+    pub model: String,
+    /// Token rows.
+    pub rows: Vec<Vec<u32>>,
+    /// Trainable module.
+    pub trainable: Trainable<B>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for Workload<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workload({}, {} rows)", self.model, self.rows.len())
+    }
+}
+
+impl<B: AutodiffBackend> Workload<B> {
+    /// Loads `model` (fetched) and builds `method`'s prompt (seeded).
+    pub fn new(model: &str, method: &str) -> Result<Self> {
+        let device = B::Device::default();
+        let dir = ptune_data::recipes::fetched("models", model)
+            .with_context(|| format!("model `{model}`"))?;
+        let backbone = load_model::<B>(&dir, &device)?.backbone;
+        B::seed(&device, 0);
+        let prompt = prompt(method, &backbone)?;
+        let head = matches!(backbone, AnyBackbone::Bert(_))
+            .then(|| ClassifierHeadConfig::new(backbone.dims().hidden_size, 2).init(&device));
+        Ok(Self {
+            rows: rows(model)?,
+            model: model.into(),
+            backbone,
+            trainable: Trainable { prompt, head },
+        })
+    }
+
+    /// Trainable parameters.
+    pub fn trainable_parameters(&self) -> usize {
+        self.trainable.num_params()
+    }
+
+    /// The workload's loss for `t`.
+    pub fn loss(&self, t: &Trainable<B>) -> Result<Tensor<B, 1>> {
+        match &t.head {
+            Some(head) => {
+                let labels: Vec<usize> = (0..self.rows.len()).map(|r| r % 2).collect();
+                let x = pooled(&self.backbone, Some(&t.prompt), &self.rows, Pooling::Pooler)?;
+                Ok(cross_entropy(head.forward(x), &labels))
+            }
+            None => {
+                let examples: Vec<LmExample> = self
+                    .rows
+                    .iter()
+                    .map(|r| LmExample { source: r[..1].to_vec(), target: r[1..].to_vec() })
+                    .collect();
+                let refs: Vec<&LmExample> = examples.iter().collect();
+                Ok(target_loss(&self.backbone, Some(&t.prompt), &refs)?)
+            }
+        }
+    }
+
+    /// The forward pass and loss without gradients (parameters detached); returns the loss.
+    pub fn forward(&self) -> Result<f64> {
+        let frozen = self.trainable.clone().no_grad();
+        Ok(self.loss(&frozen)?.into_scalar().elem())
+    }
+
+    /// Forward, backward and one AdamW step (the optimizer is created by the caller).
+    pub fn train_step<O: Optimizer<Trainable<B>, B>>(&mut self, optim: &mut O) -> Result<f64> {
+        let loss = self.loss(&self.trainable)?;
+        let value: f64 = loss.clone().into_scalar().elem();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.trainable);
+        self.trainable = optim.step(1e-3, self.trainable.clone(), grads);
+        Ok(value)
+    }
+
+    /// An AdamW optimizer for the trainable module.
+    pub fn optimizer(&self) -> impl Optimizer<Trainable<B>, B> {
+        AdamWConfig::new().init::<B, Trainable<B>>()
+    }
+}
+
+/// Peak resident memory of this process so far, in MiB (`VmHWM`; Linux).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
