@@ -19,7 +19,7 @@ fn list(args: &[String], flag: &str, default: &str) -> Vec<String> {
 
 /// The Python that runs the peer script: `$PTUNE_PEER_PYTHON`, else `benches/peer/.venv` (created
 /// and filled from `benches/peer/requirements.txt` on first use).
-fn peer_python(root: &Path) -> Result<PathBuf> {
+pub(crate) fn peer_python(root: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PTUNE_PEER_PYTHON") {
         return Ok(PathBuf::from(p));
     }

@@ -1,10 +1,12 @@
 //! `cargo xtask results [--seeds N] [--train-limit N] [--epochs N] [--methods a,b] [--no-e2e]
-//! [--e2e-train-limit N] [--out docs/results.md]`: the comparison of the methods measured on real
+//! [--e2e-train-limit N] [--peer] [--out docs/results.md]`: the comparison of the methods measured on real
 //! data, written to `docs/results.md` with an SVG plot.
 //!
 //! - MiniLM on `rt-sentences`: every method (and the linear probe) with `ptune train`, per seed;
 //!   trainable parameters, dev accuracy mean ± std over seeds, seconds per epoch and peak RSS (the
 //!   `ptune` process's `VmHWM`, polled while it runs).
+//! - With `--peer`: the same MiniLM runs in PEFT (`benches/peer/peft_train.py`, same split), plus
+//!   linear probe and full fine-tuning in PyTorch.
 //! - SmolLM2 on `e2e` (split by meaning representation): Prefix-Tuning vs Prompt Tuning, BLEU and
 //!   ROUGE-L of greedy generations on the dev sources, with sample generations.
 //!
@@ -195,10 +197,54 @@ pub fn results(args: &[String]) -> Result<()> {
         bars_svg("MiniLM / rt-sentences: dev accuracy", &bars),
     )?;
     md.push_str("\n![dev accuracy per method](results-minilm.svg)\n\n");
+    if given(args, "--peer") {
+        let python = crate::bench::peer_python(&root)?;
+        let peer_out = runs.join("peft-train.json");
+        let seed_list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+        eprintln!("results: the same runs in PEFT …");
+        let status = Command::new(python)
+            .arg(root.join("benches/peer/peft_train.py"))
+            .arg("--out")
+            .arg(&peer_out)
+            .args(["--seeds", &seed_list.join(","), "--train-limit", &limit, "--epochs", &epochs])
+            .args(["--methods", "linear-probe,prompt-tuning,p-tuning-mlp,p-tuning-lstm,prefix-tuning,p-tuning-v2,full-finetune"])
+            .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
+            .status()?;
+        if !status.success() {
+            bail!("peft_train.py failed");
+        }
+        let v = read_json(&peer_out)?;
+        md.push_str(&format!(
+            "### The same split in PEFT {} (transformers {}, torch {}, 2 threads)\n\n\
+             `benches/peer/peft_train.py` with the same training subset, epochs, batch size, virtual \
+             tokens and learning rates; PEFT's `BertForSequenceClassification` classifies from the \
+             pooler (the first position, a virtual token for the input-level methods); seconds per \
+             epoch are training only (ptune's above include the dev evaluation).\n\n\
+             | method | trainable parameters | dev accuracy (mean ± std) | seconds per epoch | dev evaluation s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n",
+            v["versions"]["peft"].as_str().unwrap_or("?"),
+            v["versions"]["transformers"].as_str().unwrap_or("?"),
+            v["versions"]["torch"].as_str().unwrap_or("?"),
+        ));
+        for r in v["summary"].as_array().cloned().unwrap_or_default() {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            md.push_str(&format!(
+                "| {} | {} | {:.4} ± {:.4} | {:.1} | {:.1} | {:.0} |\n",
+                r["method"].as_str().unwrap_or("?"),
+                r["trainable_params"],
+                f("dev_accuracy_mean"),
+                f("dev_accuracy_std"),
+                f("seconds_per_epoch_mean"),
+                f("eval_seconds_mean"),
+                f("peak_rss_mb_max"),
+            ));
+        }
+        md.push('\n');
+    } else {
+        md.push_str("The same runs in PEFT: `cargo xtask results --peer`.\n\n");
+    }
     md.push_str(
-        "Not measured here: full fine-tuning (ptune's backbone is frozen by construction) and the same \
-         training runs in PEFT; `cargo xtask bench --peer` compares speed and memory with PEFT on one \
-         workload.\n\n",
+        "Full fine-tuning is not a ptune mode (the backbone is frozen by construction); `--peer` \
+                 measures it in PyTorch.\n\n",
     );
 
     if !given(args, "--no-e2e") {

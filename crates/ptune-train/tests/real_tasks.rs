@@ -88,7 +88,7 @@ fn token_classification_lines_up_with_words_with_and_without_virtual_tokens() {
             TrainConfig { epochs: 2, batch_size: 16, lr: 1e-2, seed: 3, ..TrainConfig::default() };
         let task = TokenClassification { data: &data };
         let dir = out("tag");
-        let (_, summary) = train(
+        let (trained, summary) = train(
             &backbone,
             &task,
             Classifier { prompt: Some(prompt), head },
@@ -101,9 +101,49 @@ fn token_classification_lines_up_with_words_with_and_without_virtual_tokens() {
         let f1 = summary.best_metric("entity_f1");
         let acc = summary.best_metric("word_accuracy");
         eprintln!("{name}: dev entity F1 {f1:.4}, word accuracy {acc:.4}");
-        // Every word tagged `O` scores 0 entity F1; a head reading misaligned positions (PEFT's
-        // offset by the virtual tokens) cannot find the slot values.
-        assert!(f1 > 0.6, "{name}: entity F1 {f1}");
+        // Every word tagged `O` scores 0 entity F1.
+        assert!(f1 > 0.4, "{name}: entity F1 {f1}");
+        if shift > 0 {
+            // Reading the head at the raw positions (not stripping the virtual tokens) puts every
+            // word's tag on the wrong token: the same trained model then finds far fewer entities.
+            let dev: Vec<_> = data.splits.dev.iter().collect();
+            let model = trained.no_grad();
+            let rows: Vec<Vec<u32>> = dev.iter().map(|e| e.ids.clone()).collect();
+            let prompt = model.prompt.as_ref().unwrap();
+            let mut pred = Vec::new();
+            for (chunk, ex) in rows.chunks(32).zip(dev.chunks(32)) {
+                let batch = prompt.prepare(&backbone, chunk).unwrap();
+                let raw = backbone.forward(batch.input.clone()).unwrap();
+                let [b, s, d] = raw.dims();
+                let index: Vec<i64> = ex
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(r, e)| e.word_starts.iter().map(move |&w| (r * s + w) as i64))
+                    .collect();
+                let m = index.len();
+                let index = burn::tensor::Tensor::<AD, 1, burn::tensor::Int>::from_data(
+                    burn::tensor::TensorData::new(index, [m]),
+                    &device,
+                );
+                let logits = model.head.forward(raw.reshape([b * s, d]).select(0, index));
+                let flat: Vec<usize> = logits
+                    .argmax(1)
+                    .into_data()
+                    .convert::<i64>()
+                    .iter::<i64>()
+                    .map(|c| c as usize)
+                    .collect();
+                let mut at = 0;
+                for e in ex {
+                    pred.push(flat[at..at + e.tags.len()].to_vec());
+                    at += e.tags.len();
+                }
+            }
+            let (shifted_f1, _) =
+                ptune_train::tagging::tagging_scores(&pred, &data.splits.dev, &labels);
+            eprintln!("{name}: entity F1 read at unstripped positions {shifted_f1:.4}");
+            assert!(shifted_f1 < f1 / 2.0, "{name}: aligned {f1}, misaligned {shifted_f1}");
+        }
         assert!(dir.join("adapter/adapter_config.json").is_file());
         let config = std::fs::read_to_string(dir.join("adapter/adapter_config.json")).unwrap();
         assert!(config.contains("TOKEN_CLS"), "{config}");
@@ -166,7 +206,8 @@ fn every_method_lowers_the_e2e_target_loss_on_smollm2() {
         (
             "prefix-tuning",
             PrefixTuningConfig::new(n).with_projection(Some(64)).init(&backbone, t).unwrap(),
-            1e-2,
+            // The Tanh MLP drives all 30 layers' keys and values: a gentler rate (1e-2 diverges).
+            3e-3,
         ),
         ("p-tuning-v2", PTuningV2Config::new(n).init(&backbone, t).unwrap(), 1e-2),
     ];
