@@ -185,3 +185,22 @@ pub fn peak_rss_mb() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_rows_follow_the_peer_definition() {
+        let minilm = rows("minilm").unwrap();
+        assert_eq!((minilm.len(), minilm[0].len()), (32, 128));
+        assert_eq!((minilm[0][0], minilm[0][127]), (101, 102));
+        // Row 1, position 2: 1000 + (7·1 + 13·1) mod 20000 (j counts from the first text token).
+        assert_eq!(minilm[1][2], 1020);
+        let smol = rows("smollm2").unwrap();
+        assert_eq!((smol.len(), smol[0].len()), (8, 128));
+        assert_eq!(smol[2][3], 100 + 14 + 39);
+        assert!(smol.iter().flatten().all(|&t| t < 49152));
+        assert!(rows("gpt2").is_err());
+    }
+}
