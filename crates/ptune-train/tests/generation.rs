@@ -1,9 +1,9 @@
 //! Decoding with the KV cache and soft prompts, on the tiny Llama: each cached step gives the token
 //! a full recomputation of the prompted sequence gives, for input-level prompts and for prefixes;
 //! beam search of width 1 and top-k 1 sampling are greedy; wider beams and sampling are seeded and
-//! repeatable.
+//! repeatable. On ndarray and flex (their bool tensors differ).
 
-use burn::backend::NdArray;
+use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
 use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::prefix_tuning::PrefixTuningConfig;
@@ -12,17 +12,15 @@ use ptune_prompt::SoftPrompt;
 use ptune_train::generate::{generate, Decoding, GenerationConfig};
 use ptune_transformer::{load_model, AnyBackbone, Backbone};
 
-type B = NdArray;
-
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn tiny() -> AnyBackbone<B> {
+fn tiny<B: Backend>() -> AnyBackbone<B> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ptune-transformer/tests/fixtures/tiny-llama");
     load_model::<B>(&path, &Default::default()).unwrap().backbone
 }
 
-fn prompts(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftPrompt<B>)> {
+fn prompts<B: Backend>(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftPrompt<B>)> {
     B::seed(&Default::default(), 5);
     vec![
         ("prompt-tuning", PromptTuningConfig::new(4).init(backbone, None).unwrap()),
@@ -32,7 +30,11 @@ fn prompts(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftPrompt<B>)> {
 }
 
 /// The next token by recomputing the whole prompted sequence without a cache.
-fn recomputed_next(backbone: &AnyBackbone<B>, prompt: &SoftPrompt<B>, ids: &[u32]) -> u32 {
+fn recomputed_next<B: Backend>(
+    backbone: &AnyBackbone<B>,
+    prompt: &SoftPrompt<B>,
+    ids: &[u32],
+) -> u32 {
     let AnyBackbone::Llama(llama) = backbone else { panic!("decoder") };
     let batch = prompt.prepare(backbone, &[ids.to_vec()]).unwrap();
     let hidden = batch.strip_virtual(backbone.forward(batch.input.clone()).unwrap());
@@ -48,7 +50,12 @@ fn cfg(decoding: Decoding) -> GenerationConfig {
 #[test]
 fn cached_decoding_matches_full_recomputation() {
     let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let backbone = tiny();
+    cached_decoding::<NdArray>();
+    cached_decoding::<Flex>();
+}
+
+fn cached_decoding<B: Backend>() {
+    let backbone = tiny::<B>();
     let source = vec![5u32, 17, 33, 2 + 40, 9];
     for (name, prompt) in prompts(&backbone) {
         let out = generate(&backbone, Some(&prompt), &source, &cfg(Decoding::Greedy)).unwrap();
@@ -64,7 +71,12 @@ fn cached_decoding_matches_full_recomputation() {
 #[test]
 fn beam_of_one_and_top_k_of_one_are_greedy_and_decoding_is_repeatable() {
     let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let backbone = tiny();
+    beams_and_sampling::<NdArray>();
+    beams_and_sampling::<Flex>();
+}
+
+fn beams_and_sampling<B: Backend>() {
+    let backbone = tiny::<B>();
     let source = vec![3u32, 8, 60, 21];
     for (name, prompt) in prompts(&backbone) {
         let greedy = generate(&backbone, Some(&prompt), &source, &cfg(Decoding::Greedy)).unwrap();
@@ -100,10 +112,10 @@ fn generation_refuses_encoders_and_bad_settings() {
     let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ptune-transformer/tests/fixtures/tiny-bert");
-    let bert = load_model::<B>(&path, &Default::default()).unwrap().backbone;
+    let bert = load_model::<NdArray>(&path, &Default::default()).unwrap().backbone;
     let e = generate(&bert, None, &[1, 2], &cfg(Decoding::Greedy)).unwrap_err();
     assert!(e.to_string().contains("needs a decoder"), "{e}");
-    let backbone = tiny();
+    let backbone = tiny::<NdArray>();
     let bad = Decoding::Sample { temperature: 0.0, top_k: None, top_p: None, seed: 0 };
     assert!(generate(&backbone, None, &[1, 2], &cfg(bad)).is_err());
     assert!(generate(&backbone, None, &[], &cfg(Decoding::Greedy)).is_err());

@@ -118,7 +118,8 @@ impl<B: Backend> KvCache<B> {
             kv.1 = kv.1.clone().select(0, index.clone());
         }
         if let Some(p) = self.padding.take() {
-            self.padding = Some(p.select(0, index));
+            // Through ints: some backends (flex) change a bool tensor's storage type on `select`.
+            self.padding = Some(p.int().select(0, index).bool());
         }
     }
 }
