@@ -1,5 +1,6 @@
 //! `cargo xtask bench [--peer] [--models M,..] [--methods M,..] [--backends flex,ndarray]
-//! [--iters N] [--warmup N] [--out FILE.md]`: times every workload of `ptune-benches` (one process per
+//! [--iters N] [--warmup N] [--out FILE.md] [--from FILE.json]` (`--from`: rebuild the markdown from a
+//! saved JSON without measuring): times every workload of `ptune-benches` (one process per
 //! model × method × backend, so each peak RSS is the workload's own), optionally the same workloads
 //! in PEFT (`benches/peer/peft_bench.py`), and writes a JSON and a markdown summary with the ratios.
 
@@ -61,6 +62,19 @@ pub fn bench(args: &[String]) -> Result<()> {
     let iters = flag_value(args, "--iters").unwrap_or("3").to_string();
     let warmup = flag_value(args, "--warmup").unwrap_or("1").to_string();
     let out_md = PathBuf::from(flag_value(args, "--out").unwrap_or("docs/benchmarks.md"));
+    if let Some(from) = flag_value(args, "--from") {
+        // Rebuild the markdown from a saved JSON (no new measurements).
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(from)?)?;
+        let ours = v["ptune"].as_array().cloned().unwrap_or_default();
+        let peer = v["peft"].as_array().cloned().unwrap_or_default();
+        let (iters, warmup) =
+            (v["iters"].as_str().unwrap_or("?"), v["warmup"].as_str().unwrap_or("?"));
+        let markdown = summary(&ours, &peer, &backends);
+        println!("{markdown}");
+        let header = header(!peer.is_empty(), warmup, iters, &out_md.with_extension("json"));
+        std::fs::write(&out_md, format!("{header}{markdown}"))?;
+        return Ok(());
+    }
     for m in &models {
         crate::fetch::fetch(m)?;
     }
@@ -118,22 +132,31 @@ pub fn bench(args: &[String]) -> Result<()> {
         "iters": iters, "warmup": warmup});
     let out_json = out_md.with_extension("json");
     std::fs::write(&out_json, serde_json::to_string_pretty(&json)?)?;
-    let header = format!(
-        "# Benchmarks\n\nMade by `cargo xtask bench{}` (warmup {warmup}, median of {iters} iterations; \
-         one process per workload; raw numbers in `{}`). Workload: see `benches/src/lib.rs`.\n\n",
-        if peer.is_empty() { "" } else { " --peer" },
-        out_json.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    );
+    let header = header(!peer.is_empty(), &warmup, &iters, &out_json);
     std::fs::write(&out_md, format!("{header}{markdown}"))?;
     eprintln!("wrote {} and {}", out_md.display(), out_json.display());
     Ok(())
 }
 
+fn header(peer: bool, warmup: &str, iters: &str, json: &Path) -> String {
+    format!(
+        "# Benchmarks\n\nMade by `cargo xtask bench{} --iters {iters} --warmup {warmup}` (median of the \
+         timed iterations; one process per workload; raw numbers in `{}`). Workload: see \
+         `benches/src/lib.rs`.\n\n",
+        if peer { " --peer" } else { "" },
+        json.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    )
+}
+
 /// The side-by-side table: per workload and phase, examples/s and peak RSS of each ptune backend,
 /// PEFT's, and the ratios (ptune's best backend / PEFT); then ptune's train-step / forward ratio.
 fn summary(ours: &[Value], peer: &[Value], backends: &[String]) -> String {
-    let mut rows: Vec<(String, String, String)> = ours.iter().map(key).collect();
-    rows.dedup();
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for k in ours.iter().map(key) {
+        if !rows.contains(&k) {
+            rows.push(k);
+        }
+    }
     let find = |set: &[Value], k: &(String, String, String), backend: Option<&str>| {
         set.iter()
             .find(|v| key(v) == *k && backend.is_none_or(|b| v["backend"].as_str() == Some(b)))
