@@ -220,16 +220,26 @@ impl<B: AutodiffBackend> Task<B> for CausalLm<'_> {
         dir: &Path,
         base_model: &str,
     ) -> Result<()> {
-        ptune_prompt::adapter::save_adapter(
-            dir,
-            &model.materialized(),
-            None,
-            &backbone.dims(),
-            ptune_prompt::adapter::CAUSAL_LM,
-            base_model,
-        )?;
-        Ok(())
+        save_lm_adapter(backbone, model, dir, base_model)
     }
+}
+
+/// Saves a prompt trained with the frozen LM head as a PEFT `CAUSAL_LM` adapter (materialized).
+fn save_lm_adapter<B: Backend>(
+    backbone: &AnyBackbone<B>,
+    model: &SoftPrompt<B>,
+    dir: &Path,
+    base_model: &str,
+) -> Result<()> {
+    ptune_prompt::adapter::save_adapter(
+        dir,
+        &model.materialized(),
+        None,
+        &backbone.dims(),
+        ptune_prompt::adapter::CAUSAL_LM,
+        base_model,
+    )?;
+    Ok(())
 }
 
 /// Greedy decoding settings for evaluation.
@@ -371,14 +381,6 @@ impl<B: AutodiffBackend> Task<B> for Cloze<'_> {
         dir: &Path,
         base_model: &str,
     ) -> Result<()> {
-        ptune_prompt::adapter::save_adapter(
-            dir,
-            &model.materialized(),
-            None,
-            &backbone.dims(),
-            ptune_prompt::adapter::CAUSAL_LM,
-            base_model,
-        )?;
-        Ok(())
+        save_lm_adapter(backbone, model, dir, base_model)
     }
 }
