@@ -10,13 +10,13 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::Example;
 use ptune_data::ClassificationSet;
-use ptune_prompt::{ClassifierHead, PromptedBatch, SoftPrompt};
+use ptune_prompt::{ClassifierHead, SoftPrompt};
 use ptune_transformer::{AnyBackbone, Backbone};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::metrics::{accuracy, macro_f1};
-use crate::task::{Evaluation, Task};
+use crate::task::{prompted_batch, Evaluation, Task};
 use crate::trainer::{metrics_map, TrainConfig};
 
 /// How a sequence becomes one vector for the head.
@@ -47,10 +47,7 @@ pub fn pooled<B: Backend>(
     rows: &[Vec<u32>],
     pooling: Pooling,
 ) -> Result<Tensor<B, 2>> {
-    let batch = match prompt {
-        Some(p) => p.prepare(backbone, rows)?,
-        None => PromptedBatch::plain(backbone, rows)?,
-    };
+    let batch = prompted_batch(backbone, prompt, rows)?;
     let hidden = backbone.forward(batch.input.clone())?;
     match pooling {
         Pooling::Pooler => match backbone {

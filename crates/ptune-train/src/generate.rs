@@ -10,12 +10,13 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use ptune_prompt::{PromptedBatch, SoftPrompt};
+use ptune_prompt::SoftPrompt;
 use ptune_transformer::llama::{KvCache, Llama};
 use ptune_transformer::{AnyBackbone, Backbone, BackboneInput};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::task::{decoder, prompted_batch};
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,15 +57,6 @@ pub struct GenerationConfig {
     pub decoding: Decoding,
 }
 
-fn decoder<B: Backend>(backbone: &AnyBackbone<B>) -> Result<&Llama<B>> {
-    match backbone {
-        AnyBackbone::Llama(l) => Ok(l),
-        AnyBackbone::Bert(_) => Err(TrainError::Config(
-            "generation needs a decoder (e.g. smollm2), not an encoder".into(),
-        )),
-    }
-}
-
 /// A decoding session: the prompted first pass, then one token per row per step.
 struct Session<'a, B: Backend> {
     llama: &'a Llama<B>,
@@ -81,15 +73,12 @@ impl<'a, B: Backend> Session<'a, B> {
         source: &[u32],
         rows: usize,
     ) -> Result<(Self, Tensor<B, 2>)> {
-        let llama = decoder(backbone)?;
+        let llama = decoder(backbone, "generation")?;
         if source.is_empty() {
             return Err(TrainError::Config("empty source".into()));
         }
         let batch_rows = vec![source.to_vec(); rows];
-        let batch = match prompt {
-            Some(p) => p.prepare(backbone, &batch_rows)?,
-            None => PromptedBatch::plain(backbone, &batch_rows)?,
-        };
+        let batch = prompted_batch(backbone, prompt, &batch_rows)?;
         let mut cache = KvCache::new(llama.dims().num_layers);
         let input = batch.input;
         // Later steps: no embeddings yet, the same prefix and position policy, nothing padded.

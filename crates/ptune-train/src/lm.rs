@@ -8,7 +8,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::{Example, GenerationPair, LmExample};
 use ptune_data::ClassificationSet;
-use ptune_prompt::{PromptedBatch, SoftPrompt};
+use ptune_prompt::SoftPrompt;
 use ptune_transformer::llama::Llama;
 use ptune_transformer::{AnyBackbone, Backbone, TextTokenizer};
 
@@ -16,28 +16,8 @@ use crate::classify::cross_entropy;
 use crate::error::{Result, TrainError};
 use crate::generate::{generate, Decoding, GenerationConfig};
 use crate::metrics::{accuracy, corpus_bleu, macro_f1, rouge_l};
-use crate::task::{Evaluation, Task};
+use crate::task::{decoder, prompted_batch, Evaluation, Task};
 use crate::trainer::metrics_map;
-
-fn decoder<B: Backend>(backbone: &AnyBackbone<B>) -> Result<&Llama<B>> {
-    match backbone {
-        AnyBackbone::Llama(l) => Ok(l),
-        AnyBackbone::Bert(_) => Err(TrainError::Config(
-            "this task needs a decoder with an LM head (e.g. smollm2); MiniLM has none".into(),
-        )),
-    }
-}
-
-fn batch<B: Backend>(
-    backbone: &AnyBackbone<B>,
-    prompt: Option<&SoftPrompt<B>>,
-    rows: &[Vec<u32>],
-) -> Result<PromptedBatch<B>> {
-    Ok(match prompt {
-        Some(p) => p.prepare(backbone, rows)?,
-        None => PromptedBatch::plain(backbone, rows)?,
-    })
-}
 
 /// Rows of `hidden` `[b, l, d]` at flat positions `index` (`r * l + i`), as `[n, d]`.
 fn gather_rows<B: Backend>(hidden: Tensor<B, 3>, index: Vec<i64>) -> Tensor<B, 2> {
@@ -62,10 +42,10 @@ pub fn target_loss<B: Backend>(
     prompt: Option<&SoftPrompt<B>>,
     examples: &[&LmExample],
 ) -> Result<Tensor<B, 1>> {
-    let llama = decoder(backbone)?;
+    let llama = decoder(backbone, "generation")?;
     let rows: Vec<Vec<u32>> =
         examples.iter().map(|e| e.source.iter().chain(&e.target).copied().collect()).collect();
-    let b = batch(backbone, prompt, &rows)?;
+    let b = prompted_batch(backbone, prompt, &rows)?;
     let text = b.strip_virtual(backbone.forward(b.input.clone())?);
     let l = text.dims()[1];
     let mut index = Vec::new();
@@ -272,8 +252,8 @@ pub fn cloze_logits<B: Backend>(
     rows: &[Vec<u32>],
     verbalizer: &[u32],
 ) -> Result<Tensor<B, 2>> {
-    let llama = decoder(backbone)?;
-    let b = batch(backbone, prompt, rows)?;
+    let llama = decoder(backbone, "cloze")?;
+    let b = prompted_batch(backbone, prompt, rows)?;
     let input = b.input.clone();
     let s = input.embeds.dims()[1];
     // Each row's last filled slot: rows are right-padded.

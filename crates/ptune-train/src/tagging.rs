@@ -7,13 +7,12 @@ use std::path::Path;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tagging::{TaggedExample, TaggingSet};
-use ptune_prompt::PromptedBatch;
 use ptune_transformer::{AnyBackbone, Backbone};
 
 use crate::classify::{cross_entropy, save_classifier_adapter, Classifier};
 use crate::error::Result;
 use crate::metrics::{accuracy, entity_f1};
-use crate::task::{Evaluation, Task};
+use crate::task::{prompted_batch, Evaluation, Task};
 use crate::trainer::metrics_map;
 
 /// Tag logits of every word of `examples`, in order (sentence by sentence, word by word).
@@ -26,10 +25,7 @@ pub fn word_logits<B: Backend>(
     examples: &[&TaggedExample],
 ) -> Result<Tensor<B, 2>> {
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
-    let batch = match &model.prompt {
-        Some(p) => p.prepare(backbone, &rows)?,
-        None => PromptedBatch::plain(backbone, &rows)?,
-    };
+    let batch = prompted_batch(backbone, model.prompt.as_ref(), &rows)?;
     let text = batch.strip_virtual(backbone.forward(batch.input.clone())?);
     let [b, l, d] = text.dims();
     let index: Vec<i64> = examples

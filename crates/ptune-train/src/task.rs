@@ -7,12 +7,39 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use ptune_prompt::{PromptedBatch, SoftPrompt};
+use ptune_transformer::llama::Llama;
 use ptune_transformer::AnyBackbone;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+
+/// The backbone input for `rows` under `prompt`, or plain padded embeddings without one (baselines).
+pub fn prompted_batch<B: Backend>(
+    backbone: &AnyBackbone<B>,
+    prompt: Option<&SoftPrompt<B>>,
+    rows: &[Vec<u32>],
+) -> Result<PromptedBatch<B>> {
+    Ok(match prompt {
+        Some(p) => p.prepare(backbone, rows)?,
+        None => PromptedBatch::plain(backbone, rows)?,
+    })
+}
+
+/// The decoder in `backbone`; `what` (e.g. "generation") names what needs it in the error.
+pub(crate) fn decoder<'a, B: Backend>(
+    backbone: &'a AnyBackbone<B>,
+    what: &str,
+) -> Result<&'a Llama<B>> {
+    match backbone {
+        AnyBackbone::Llama(l) => Ok(l),
+        AnyBackbone::Bert(_) => Err(TrainError::Config(format!(
+            "{what} needs a decoder with an LM head (e.g. smollm2), not an encoder such as MiniLM"
+        ))),
+    }
+}
 
 /// One evaluation: the score that selects the best epoch (higher is better) and every metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
