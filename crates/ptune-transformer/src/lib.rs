@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod dense;
 pub mod error;
 pub mod input;
 pub mod llama;

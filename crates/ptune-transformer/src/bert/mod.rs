@@ -14,6 +14,7 @@ use crate::attention::{
     attention_mask, layer_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, BertConfig, ModelConfig};
+use crate::dense::dense;
 use crate::error::Result;
 use crate::input::{Backbone, BackboneInput};
 
@@ -86,12 +87,12 @@ impl<B: Backend> BertAttention<B> {
         let [b, s, d] = x.dims();
         let heads =
             |t: Tensor<B, 3>| t.reshape([b, s, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
-        let q = heads(self.query.forward(x.clone()));
+        let q = heads(dense(&self.query, x.clone()));
         let (key, value) =
-            (heads(self.key.forward(x.clone())), heads(self.value.forward(x.clone())));
+            (heads(dense(&self.key, x.clone())), heads(dense(&self.value, x.clone())));
         let (k, v) = with_prefix(key.clone(), value.clone(), prefix);
         let context = scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, d]);
-        (self.norm.forward(self.output.forward(context) + x), key, value)
+        (self.norm.forward(dense(&self.output, context) + x), key, value)
     }
 }
 
@@ -118,8 +119,8 @@ impl<B: Backend> BertLayer<B> {
         mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let (attended, key, value) = self.attention.forward(x, prefix, mask);
-        let hidden = gelu_erf(self.intermediate.forward(attended.clone()));
-        (self.norm.forward(self.output.forward(hidden) + attended), key, value)
+        let hidden = gelu_erf(dense(&self.intermediate, attended.clone()));
+        (self.norm.forward(dense(&self.output, hidden) + attended), key, value)
     }
 }
 

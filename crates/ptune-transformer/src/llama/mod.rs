@@ -17,6 +17,7 @@ use crate::attention::{
     attention_mask, layer_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
+use crate::dense::{dense, project};
 use crate::error::{Result, TransformerError};
 use crate::input::{Backbone, BackboneInput};
 
@@ -158,10 +159,10 @@ impl<B: Backend> LlamaAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let hd = self.head_dim;
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, self.num_heads, hd]).swap_dims(1, 2);
+        let q = dense(&self.q_proj, x.clone()).reshape([b, s, self.num_heads, hd]).swap_dims(1, 2);
         let k =
-            self.k_proj.forward(x.clone()).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
+            dense(&self.k_proj, x.clone()).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
+        let v = dense(&self.v_proj, x).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
         let q = apply_rope(q, cos, sin);
         let k = apply_rope(k, cos, sin);
         let (k, v) = match cache.take() {
@@ -172,7 +173,7 @@ impl<B: Backend> LlamaAttention<B> {
         let (k, v) = with_prefix(k, v, prefix);
         let context =
             scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, self.num_heads * hd]);
-        self.o_proj.forward(context)
+        dense(&self.o_proj, context)
     }
 }
 
@@ -230,9 +231,10 @@ impl<B: Backend> Llama<B> {
             let x_attn = x + h;
             let m = &layer.mlp;
             let normed = layer.post_norm.forward(x_attn.clone());
-            let ffn = m
-                .down_proj
-                .forward(silu(m.gate_proj.forward(normed.clone())) * m.up_proj.forward(normed));
+            let ffn = dense(
+                &m.down_proj,
+                silu(dense(&m.gate_proj, normed.clone())) * dense(&m.up_proj, normed),
+            );
             x = x_attn + ffn;
         }
         cache.padding = padding;
@@ -246,12 +248,8 @@ impl<B: Backend> Llama<B> {
     /// - hidden: `[b, s, d]` → `[b, s, vocab]`
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(
-                hidden,
-                self.embed_tokens.weight.val().transpose(),
-                None,
-            ),
+            Some(head) => dense(head, hidden),
+            None => project(hidden, self.embed_tokens.weight.val().transpose(), None),
         }
     }
 
