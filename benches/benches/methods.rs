@@ -9,8 +9,9 @@
 use burn::tensor::backend::AutodiffBackend;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ptune_benches::{Workload, METHODS, MODELS};
+use ptune_transformer::FrozenOps;
 
-fn bench_backend<B: AutodiffBackend>(c: &mut Criterion, backend: &str) {
+fn bench_backend<B: AutodiffBackend + FrozenOps>(c: &mut Criterion, backend: &str) {
     for model in MODELS {
         let mut group = c.benchmark_group(format!("{model}/{backend}"));
         group.sample_size(10);

@@ -29,6 +29,7 @@ use ptune_prompt::{ClassifierHeadConfig, SoftPrompt};
 use ptune_train::classify::{cross_entropy, pooled};
 use ptune_train::lm::target_loss;
 use ptune_train::Pooling;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, AnyBackbone, Backbone};
 
 /// The methods benchmarked, by name.
@@ -65,7 +66,7 @@ pub fn rows(model: &str) -> Result<Vec<Vec<u32>>> {
 }
 
 /// A soft prompt of `method` for `backbone`.
-pub fn prompt<B: AutodiffBackend>(
+pub fn prompt<B: AutodiffBackend + FrozenOps>(
     method: &str,
     backbone: &AnyBackbone<B>,
 ) -> Result<SoftPrompt<B>> {
@@ -107,13 +108,13 @@ pub struct Workload<B: AutodiffBackend> {
     pub trainable: Trainable<B>,
 }
 
-impl<B: AutodiffBackend> std::fmt::Debug for Workload<B> {
+impl<B: AutodiffBackend + FrozenOps> std::fmt::Debug for Workload<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Workload({}, {} rows)", self.model, self.rows.len())
     }
 }
 
-impl<B: AutodiffBackend> Workload<B> {
+impl<B: AutodiffBackend + FrozenOps> Workload<B> {
     /// Loads `model` (fetched) and builds `method`'s prompt (seeded).
     pub fn new(model: &str, method: &str) -> Result<Self> {
         let device = B::Device::default();

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use ptune_benches::{peak_rss_mb, shape, Workload, VIRTUAL_TOKENS};
+use ptune_transformer::FrozenOps;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -37,7 +38,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn run<B: AutodiffBackend>(a: &Args) -> Result<()> {
+fn run<B: AutodiffBackend + FrozenOps>(a: &Args) -> Result<()> {
     let mut w = Workload::<B>::new(&a.model, &a.method)?;
     let (batch, seq_len) = shape(&a.model)?;
     let params = w.trainable_parameters();

@@ -3,11 +3,12 @@
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{check_ids, load_model, AnyBackbone, Backbone, BackboneInput, LoadedModel};
 
 use crate::Command;
 
-pub fn run<B: Backend>(command: Command) -> Result<()> {
+pub fn run<B: FrozenOps>(command: Command) -> Result<()> {
     let device = B::Device::default();
     match command {
         Command::Info { model, json } => {
@@ -70,7 +71,7 @@ pub fn run<B: Backend>(command: Command) -> Result<()> {
     }
 }
 
-fn tokenize<B: Backend>(loaded: &LoadedModel<B>, text: &str) -> Result<Vec<u32>> {
+fn tokenize<B: FrozenOps>(loaded: &LoadedModel<B>, text: &str) -> Result<Vec<u32>> {
     let tokenizer = loaded.tokenizer.as_ref().context("model has no tokenizer (tokenizer.json)")?;
     let ids = tokenizer.encode(text)?;
     if ids.is_empty() {
@@ -80,12 +81,12 @@ fn tokenize<B: Backend>(loaded: &LoadedModel<B>, text: &str) -> Result<Vec<u32>>
     Ok(ids)
 }
 
-fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: FrozenOps>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-fn info<B: Backend>(loaded: &LoadedModel<B>, json: bool) -> Result<()> {
+fn info<B: FrozenOps>(loaded: &LoadedModel<B>, json: bool) -> Result<()> {
     let d = loaded.backbone.dims();
     let params = loaded.backbone.num_params();
     if json {
@@ -112,7 +113,7 @@ fn info<B: Backend>(loaded: &LoadedModel<B>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn params<B: Backend>(loaded: &LoadedModel<B>, n: usize, hidden: Option<usize>) -> Result<()> {
+fn params<B: FrozenOps>(loaded: &LoadedModel<B>, n: usize, hidden: Option<usize>) -> Result<()> {
     use ptune_prompt::inspect::param_row;
     use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
     use ptune_prompt::p_tuning_v2::PTuningV2Config;
@@ -178,7 +179,7 @@ fn params<B: Backend>(loaded: &LoadedModel<B>, n: usize, hidden: Option<usize>) 
     Ok(())
 }
 
-fn inspect<B: Backend>(
+fn inspect<B: FrozenOps>(
     loaded: &LoadedModel<B>,
     dir: &std::path::Path,
     top: usize,

@@ -4,6 +4,7 @@
 //! no dropout) with a head drawn from a host-side seeded stream, trained for a few steps on a fixed
 //! slice of a classification data set; every backend starts from identical values.
 
+use ptune_transformer::FrozenOps;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -58,7 +59,7 @@ pub struct JobResult {
 }
 
 /// Runs the job on backend `B`.
-pub fn job<B: AutodiffBackend>(args: &CompareArgs) -> Result<JobResult> {
+pub fn job<B: AutodiffBackend + FrozenOps>(args: &CompareArgs) -> Result<JobResult> {
     let device = B::Device::default();
     let path = crate::train::resolve_model(&args.model)?;
     let loaded = load_model::<B>(&path, &device)?;

@@ -1,5 +1,6 @@
 //! `ptune eval | predict | generate`: a trained run (its `task.json` and best `adapter/`) on new data.
 
+use ptune_transformer::FrozenOps;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -99,7 +100,7 @@ struct LoadedRun<B: Backend> {
     head: Option<ptune_prompt::ClassifierHead<B>>,
 }
 
-fn load_run<B: Backend>(run: &Path, model_override: Option<&str>) -> Result<LoadedRun<B>> {
+fn load_run<B: FrozenOps>(run: &Path, model_override: Option<&str>) -> Result<LoadedRun<B>> {
     let (info, dir) = TaskInfo::load(run)?;
     let device = B::Device::default();
     let model_path = resolve_model(model_override.unwrap_or(&info.model))?;
@@ -126,13 +127,13 @@ fn pick<'a, T>(split: &str, dev: &'a T, test: &'a T) -> Result<&'a T> {
     }
 }
 
-fn classifier<B: Backend>(r: &LoadedRun<B>) -> Result<Classifier<B>> {
+fn classifier<B: FrozenOps>(r: &LoadedRun<B>) -> Result<Classifier<B>> {
     let head = r.head.clone().context("the run's adapter has no head (train it first)")?;
     Ok(Classifier { prompt: r.prompt.clone(), head })
 }
 
 /// `ptune eval`: the run's task metrics on a split; prints them and writes `<run>/eval-<split>.json`.
-pub fn eval<B: Backend>(a: EvalArgs) -> Result<()> {
+pub fn eval<B: FrozenOps>(a: EvalArgs) -> Result<()> {
     let mut r = load_run::<B>(&a.run, None)?;
     if let Some(d) = &a.dataset {
         r.info.dataset = d.clone();
@@ -195,7 +196,7 @@ pub fn eval<B: Backend>(a: EvalArgs) -> Result<()> {
 }
 
 /// `ptune predict`: labels, tags or generations for texts.
-pub fn predict_texts<B: Backend>(a: PredictArgs) -> Result<()> {
+pub fn predict_texts<B: FrozenOps>(a: PredictArgs) -> Result<()> {
     let r = load_run::<B>(&a.run, None)?;
     let mut texts = a.texts.clone();
     if let Some(path) = &a.input {
@@ -284,7 +285,7 @@ pub fn predict_texts<B: Backend>(a: PredictArgs) -> Result<()> {
 }
 
 /// `ptune generate`: one continuation with the chosen decoding, with or without a run's adapter.
-pub fn generate_text<B: Backend>(a: GenerateArgs) -> Result<()> {
+pub fn generate_text<B: FrozenOps>(a: GenerateArgs) -> Result<()> {
     let (backbone, tok, prompt, separator) = match &a.run {
         Some(run) => {
             let r = load_run::<B>(run, a.model.as_deref())?;

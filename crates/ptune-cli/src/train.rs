@@ -1,6 +1,7 @@
 //! `ptune train`: a soft prompt of any method on any task (classify, tag, cloze, generate), with
 //! baselines.
 
+use ptune_transformer::FrozenOps;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -180,7 +181,7 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(name))
 }
 
-pub fn build_prompt<B: AutodiffBackend>(
+pub fn build_prompt<B: AutodiffBackend + FrozenOps>(
     a: &TrainArgs,
     method: &str,
     backbone: &AnyBackbone<B>,
@@ -250,7 +251,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 /// Runs `ptune train` on backend `B`.
-pub fn train<B: AutodiffBackend>(args: TrainArgs) -> Result<()> {
+pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
     let a = merged(args)?;
     let model_name = a.model.clone().unwrap_or_else(|| "minilm".into());
     let method = a.method.clone().unwrap_or_else(|| "p-tuning-v2".into());
@@ -433,7 +434,7 @@ pub fn train<B: AutodiffBackend>(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn run<B: AutodiffBackend, T: Task<B>>(
+fn run<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     backbone: &AnyBackbone<B>,
     task: &T,
     model: T::Model,

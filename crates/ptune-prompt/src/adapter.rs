@@ -9,6 +9,7 @@
 //! [`load_peft_encoder`] reads a PEFT prompt encoder's own weights (`embedding`, `mlp_head`,
 //! `lstm_head`, `transform`) into ptune's encoders. Files are written atomically (temp + rename).
 
+use ptune_transformer::FrozenOps;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -53,7 +54,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| adapter_err(path, e))
 }
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<(Vec<usize>, Vec<f32>)> {
+fn host<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Result<(Vec<usize>, Vec<f32>)> {
     let shape = t.dims().to_vec();
     let data = t
         .into_data()
@@ -157,7 +158,7 @@ fn peft_config(
 }
 
 /// Saves `prompt` (materialized) and `head` as a PEFT adapter in `dir`.
-pub fn save_adapter<B: Backend>(
+pub fn save_adapter<B: FrozenOps>(
     dir: &Path,
     prompt: &SoftPrompt<B>,
     head: Option<&ClassifierHead<B>>,
@@ -199,7 +200,7 @@ fn usize_field(config: &Value, key: &str, path: &Path) -> Result<usize> {
 }
 
 /// Loads a PEFT (or ptune) adapter from `dir` for a backbone of shape `dims`.
-pub fn load_adapter<B: Backend>(
+pub fn load_adapter<B: FrozenOps>(
     dir: &Path,
     dims: &BackboneDims,
     device: &B::Device,
@@ -315,7 +316,7 @@ pub fn load_adapter<B: Backend>(
 }
 
 /// A Burn `Linear` from a PyTorch `[out, in]` weight (+ bias).
-fn linear_from_torch<B: Backend>(
+fn linear_from_torch<B: FrozenOps>(
     weight: &[f32],
     d_in: usize,
     d_out: usize,
@@ -337,7 +338,7 @@ fn linear_from_torch<B: Backend>(
 
 /// Reads the weights of a PEFT prompt encoder (`prompt_encoder.default.state_dict()` saved as
 /// safetensors) into `encoder`, whose shapes must match.
-pub fn load_peft_encoder<B: Backend>(encoder: Reparam<B>, path: &Path) -> Result<Reparam<B>> {
+pub fn load_peft_encoder<B: FrozenOps>(encoder: Reparam<B>, path: &Path) -> Result<Reparam<B>> {
     let t = read_safetensors(path)?;
     let device = match &encoder {
         Reparam::Table(m) => m.weight.device(),
@@ -388,7 +389,7 @@ pub fn load_peft_encoder<B: Backend>(encoder: Reparam<B>, path: &Path) -> Result
 
 /// PyTorch `nn.LSTM(bidirectional=True)` weights (`weight_ih_l{k}[_reverse]` `[4H, in]`, gate rows
 /// in the order input, forget, cell, output) into Burn's per-gate `BiLstm` layers.
-fn load_torch_lstm<'a, B: Backend>(
+fn load_torch_lstm<'a, B: FrozenOps>(
     m: &mut LstmEncoder<B>,
     get: &dyn Fn(&str) -> Result<&'a (Vec<usize>, Vec<f32>)>,
     device: &B::Device,

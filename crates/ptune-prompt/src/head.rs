@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use ptune_transformer::FrozenOps;
 
 /// Config of a [`ClassifierHead`].
 #[derive(Config, Debug)]
@@ -25,13 +26,13 @@ pub struct ClassifierHead<B: Backend> {
 
 impl ClassifierHeadConfig {
     /// A fresh head (Burn's default init, from the backend's RNG).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ClassifierHead<B> {
+    pub fn init<B: FrozenOps>(&self, device: &B::Device) -> ClassifierHead<B> {
         ClassifierHead { linear: LinearConfig::new(self.d_model, self.num_labels).init(device) }
     }
 
     /// A head drawn from `U(-1/√d, 1/√d)` by a host-side seeded stream (zero bias): the same values on
     /// every backend, for cross-backend comparisons.
-    pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> ClassifierHead<B> {
+    pub fn init_seeded<B: FrozenOps>(&self, seed: u64, device: &B::Device) -> ClassifierHead<B> {
         let mut next = crate::prompt_tuning::splitmix(seed);
         let k = 1.0 / (self.d_model as f64).sqrt();
         let values: Vec<f32> = (0..self.d_model * self.num_labels)
@@ -49,7 +50,7 @@ impl ClassifierHeadConfig {
     }
 }
 
-impl<B: Backend> ClassifierHead<B> {
+impl<B: FrozenOps> ClassifierHead<B> {
     /// # Shapes
     /// - pooled: `[b, d]` → `[b, num_labels]`
     pub fn forward(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -2,9 +2,9 @@
 //! prompt vectors onto the vocabulary (nearest tokens by cosine similarity).
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ptune_transformer::Backbone;
+use ptune_transformer::FrozenOps;
 
 use crate::error::{PromptError, Result};
 use crate::soft_prompt::SoftPrompt;
@@ -25,7 +25,7 @@ pub struct ParamRow {
 }
 
 /// Builds the row of one soft prompt by counting its modules.
-pub fn param_row<B: Backend>(name: &str, prompt: &SoftPrompt<B>) -> ParamRow {
+pub fn param_row<B: FrozenOps>(name: &str, prompt: &SoftPrompt<B>) -> ParamRow {
     let [n, w] = prompt.encoder.output_shape();
     let applied = if prompt.spec.method.is_input_level() {
         "input embeddings".to_string()
@@ -51,7 +51,7 @@ pub fn param_row<B: Backend>(name: &str, prompt: &SoftPrompt<B>) -> ParamRow {
 
 /// The `k` vocabulary tokens nearest (cosine) to each row of an input-level prompt:
 /// per virtual token, `(token id, cosine similarity)` best first.
-pub fn nearest_tokens<B: Backend>(
+pub fn nearest_tokens<B: FrozenOps>(
     prompt: &SoftPrompt<B>,
     backbone: &impl Backbone<B>,
     k: usize,

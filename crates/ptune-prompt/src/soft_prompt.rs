@@ -6,6 +6,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ptune_reparam::Reparam;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, BackboneInput, PositionPolicy};
 
 use crate::error::{PromptError, Result};
@@ -24,7 +25,7 @@ pub struct SoftPrompt<B: Backend> {
     pub spec: PromptSpec,
 }
 
-impl<B: Backend> SoftPrompt<B> {
+impl<B: FrozenOps> SoftPrompt<B> {
     /// Wraps an encoder; checks the table it produces against the spec.
     pub fn new(encoder: Reparam<B>, spec: PromptSpec) -> Result<Self> {
         let [n, w] = encoder.output_shape();
@@ -104,7 +105,7 @@ impl<B: Backend> SoftPrompt<B> {
 /// `adapters`; `None` = every row uses `adapters[0]`). Each row gets exactly the output it would get
 /// alone: input-level prompts are placed per row, prefixes of different lengths are masked per row
 /// and positions shift by each row's own prefix length.
-pub fn prepare_mixed<B: Backend, M: Backbone<B>>(
+pub fn prepare_mixed<B: FrozenOps, M: Backbone<B>>(
     backbone: &M,
     adapters: &[&SoftPrompt<B>],
     row_adapter: Option<&[usize]>,

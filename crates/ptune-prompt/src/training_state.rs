@@ -9,6 +9,7 @@
 //! The folder is written beside the target and renamed into place, so a run killed while saving
 //! leaves the previous state intact.
 
+use ptune_transformer::FrozenOps;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
@@ -42,7 +43,7 @@ pub fn save_training_state<B, M, O>(
     progress: &TrainingProgress,
 ) -> Result<()>
 where
-    B: AutodiffBackend,
+    B: AutodiffBackend + FrozenOps,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
@@ -83,7 +84,7 @@ pub fn load_training_state<B, M, O>(
     device: &B::Device,
 ) -> Result<(M, O, TrainingProgress)>
 where
-    B: AutodiffBackend,
+    B: AutodiffBackend + FrozenOps,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {

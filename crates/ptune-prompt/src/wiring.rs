@@ -5,6 +5,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{check_ids, Backbone, BackboneDims, BackboneInput, LayerPrefix, PrefixKv};
 
 use crate::error::{PromptError, Result};
@@ -62,7 +63,7 @@ pub struct PromptedBatch<B: Backend> {
     pub text_positions: Vec<Vec<usize>>,
 }
 
-impl<B: Backend> PromptedBatch<B> {
+impl<B: FrozenOps> PromptedBatch<B> {
     /// A batch without any soft prompt (baselines such as the linear probe): padded token embeddings.
     pub fn plain<M: Backbone<B>>(backbone: &M, rows: &[Vec<u32>]) -> Result<Self> {
         let device = backbone.embedding_matrix().device();
@@ -116,7 +117,7 @@ impl<B: Backend> PromptedBatch<B> {
 
 /// Assembles input embeddings `[b, S, d]` for `rows` of slots with one gather over
 /// `[prompt rows | token embeddings]`, so gradients reach the prompt rows. Rows are right-padded.
-pub fn assemble<B: Backend, M: Backbone<B>>(
+pub fn assemble<B: FrozenOps, M: Backbone<B>>(
     backbone: &M,
     prompts: Option<Tensor<B, 2>>,
     rows: &[Vec<Slot>],
@@ -189,7 +190,7 @@ pub fn prefix_width(dims: &BackboneDims, n_layers: usize) -> usize {
 ///
 /// # Shapes
 /// - each table: `[n_a, |layers|·2·kv_heads·head_dim]` → per layer `[b | 1, kv_heads, n_max, head_dim]`
-pub fn prefix_kv<B: Backend>(
+pub fn prefix_kv<B: FrozenOps>(
     dims: &BackboneDims,
     tables: &[(Tensor<B, 2>, &[usize])],
     row_adapter: Option<&[usize]>,

@@ -18,6 +18,7 @@ use ptune_prompt::prefix_tuning::PrefixTuningConfig;
 use ptune_prompt::prompt_tuning::{PromptInit, PromptTuningConfig};
 use ptune_prompt::{prepare_mixed, ClassifierHead, ClassifierHeadConfig, SoftPrompt};
 use ptune_reparam::Reparam;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{AnyBackbone, Backbone};
 
 type AD = Autodiff<NdArray<f64>>;
@@ -29,7 +30,7 @@ struct Trainable<B: Backend> {
     head: ClassifierHead<B>,
 }
 
-fn methods<B: Backend>(
+fn methods<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     dropout: f64,
 ) -> Vec<(&'static str, SoftPrompt<B>)> {
@@ -79,21 +80,21 @@ fn batch_rows() -> Vec<Vec<u32>> {
     vec![vec![101, 7, 19, 33, 102], vec![101, 54, 3, 102]]
 }
 
-fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: &[i64]) -> Tensor<B, 1> {
+fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, targets: &[i64]) -> Tensor<B, 1> {
     let b = targets.len();
     let t =
         Tensor::<B, 2, Int>::from_data(TensorData::new(targets.to_vec(), [b, 1]), &logits.device());
     log_softmax(logits, 1).gather(1, t).mean().neg()
 }
 
-fn cls_loss<B: Backend>(backbone: &AnyBackbone<B>, t: &Trainable<B>) -> Tensor<B, 1> {
+fn cls_loss<B: FrozenOps>(backbone: &AnyBackbone<B>, t: &Trainable<B>) -> Tensor<B, 1> {
     let AnyBackbone::Bert(bert) = backbone else { panic!("bert") };
     let batch = t.prompt.prepare(backbone, &batch_rows()).unwrap();
     let pooled = bert.pool(backbone.forward(batch.input).unwrap()).unwrap();
     cross_entropy(t.head.forward(pooled), &[1, 0])
 }
 
-fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u64> {
+fn bits<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Vec<u64> {
     t.into_data().convert::<f64>().to_vec::<f64>().unwrap().into_iter().map(f64::to_bits).collect()
 }
 
@@ -149,14 +150,14 @@ fn only_prompt_and_head_learn_and_the_backbone_stays_bit_identical() {
 }
 
 struct TensorCounter<'a>(&'a mut usize);
-impl<B: Backend> burn::module::ModuleVisitor<B> for TensorCounter<'_> {
+impl<B: FrozenOps> burn::module::ModuleVisitor<B> for TensorCounter<'_> {
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
         *self.0 += 1;
     }
 }
 
 /// The input table of each encoder (a direct table, or the encoder's embedding input).
-fn input_table<B: Backend>(r: &Reparam<B>) -> &Param<Tensor<B, 2>> {
+fn input_table<B: FrozenOps>(r: &Reparam<B>) -> &Param<Tensor<B, 2>> {
     match r {
         Reparam::Table(t) => &t.weight,
         Reparam::Mlp(m) => &m.embedding.weight,
@@ -165,7 +166,7 @@ fn input_table<B: Backend>(r: &Reparam<B>) -> &Param<Tensor<B, 2>> {
     }
 }
 
-fn with_input_table<B: AutodiffBackend>(
+fn with_input_table<B: AutodiffBackend + FrozenOps>(
     r: &Reparam<B>,
     f: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Reparam<B> {
@@ -257,7 +258,7 @@ fn parameter_counts_have_closed_forms() {
     assert_eq!(count(&top), (n * 2 * kv, n * 2 * kv));
 }
 
-fn hidden_rows<B: Backend>(
+fn hidden_rows<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     batch: ptune_prompt::PromptedBatch<B>,
 ) -> Vec<Vec<f32>> {
@@ -272,7 +273,7 @@ fn hidden_rows<B: Backend>(
         .collect()
 }
 
-fn mixed_batch_rows_match_alone<B: Backend>(model: &str) {
+fn mixed_batch_rows_match_alone<B: FrozenOps>(model: &str) {
     let backbone = tiny::<B>(model);
     let a = PromptTuningConfig::new(4).init(&backbone, None).unwrap();
     let b = PTuningV2Config::new(3).init(&backbone, None).unwrap();

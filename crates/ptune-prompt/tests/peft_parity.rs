@@ -8,9 +8,10 @@ use burn::tensor::Tensor;
 use common::*;
 use ptune_prompt::adapter::load_peft_encoder;
 use ptune_reparam::{LstmEncoderConfig, MlpEncoderConfig, PrefixMlpConfig, PromptTable, Reparam};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{AnyBackbone, Backbone};
 
-fn adapters_match_peft<B: Backend>(model: &str) {
+fn adapters_match_peft<B: FrozenOps>(model: &str) {
     let backbone = tiny::<B>(model);
     for method in METHODS {
         let name = format!("{model}-{method}");
@@ -39,7 +40,7 @@ fn adapters_match_peft<B: Backend>(model: &str) {
     }
 }
 
-fn encoders_match_peft<B: Backend>(model: &str) {
+fn encoders_match_peft<B: FrozenOps>(model: &str) {
     let backbone = tiny::<B>(model);
     let dims = backbone.dims();
     let d = dims.hidden_size;

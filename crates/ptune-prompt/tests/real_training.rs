@@ -16,6 +16,7 @@ use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::prefix_tuning::{PrefixInit, PrefixTuningConfig};
 use ptune_prompt::prompt_tuning::{PromptInit, PromptTuningConfig};
 use ptune_prompt::{ClassifierHead, ClassifierHeadConfig, SoftPrompt};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{
     load_model, AnyBackbone, Backbone, BackboneInput, LoadedModel, TextTokenizer,
 };
@@ -40,7 +41,7 @@ struct Trainable<B: Backend> {
     head: Option<ClassifierHead<B>>,
 }
 
-fn methods<B: Backend>(
+fn methods<B: FrozenOps>(
     b: &AnyBackbone<B>,
     tok: &TextTokenizer,
     n: usize,
@@ -79,7 +80,7 @@ fn methods<B: Backend>(
     ]
 }
 
-fn ce<B: Backend>(logits: Tensor<B, 2>, targets: Vec<i64>) -> Tensor<B, 1> {
+fn ce<B: FrozenOps>(logits: Tensor<B, 2>, targets: Vec<i64>) -> Tensor<B, 1> {
     let n = targets.len();
     let t = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &logits.device());
     log_softmax(logits, 1).gather(1, t).mean().neg()

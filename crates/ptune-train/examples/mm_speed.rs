@@ -1,6 +1,7 @@
 use burn::tensor::{backend::Backend, Distribution, Tensor};
+use ptune_transformer::FrozenOps;
 use std::time::Instant;
-fn run<B: Backend>(name: &str) {
+fn run<B: FrozenOps>(name: &str) {
     let d = Default::default();
     let a = Tensor::<B, 3>::random([32, 40, 384], Distribution::Normal(0.0, 1.0), &d);
     let w = Tensor::<B, 2>::random([384, 1536], Distribution::Normal(0.0, 1.0), &d);

@@ -1,9 +1,10 @@
 use burn::tensor::backend::Backend;
 use ptune_prompt::PromptedBatch;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, Backbone};
 use std::time::Instant;
 
-fn run<B: Backend>(name: &str) {
+fn run<B: FrozenOps>(name: &str) {
     let path =
         std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ptune/models/minilm");
     let loaded = load_model::<B>(&path, &Default::default()).unwrap();

@@ -1,6 +1,7 @@
 //! Sequence classification (single texts and pairs) with a soft prompt on a frozen backbone, and
 //! its baselines: the linear probe (head only) and the majority class.
 
+use ptune_transformer::FrozenOps;
 use std::path::Path;
 
 use burn::module::Module;
@@ -41,7 +42,7 @@ pub struct Classifier<B: Backend> {
 }
 
 /// Pooled representations of `rows` (`[b, d]`).
-pub fn pooled<B: Backend>(
+pub fn pooled<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
@@ -71,7 +72,7 @@ pub fn pooled<B: Backend>(
 }
 
 /// Mean cross-entropy of `[b, classes]` logits against class indices.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
+pub fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
     let b = labels.len();
     let t = Tensor::<B, 2, Int>::from_data(
         TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [b, 1]),
@@ -81,7 +82,7 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> Tens
 }
 
 /// Predicted classes of `examples` (batched by length, returned in input order).
-pub fn predict<B: Backend>(
+pub fn predict<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &Classifier<B>,
     examples: &[Example],
@@ -103,7 +104,7 @@ pub fn predict<B: Backend>(
 }
 
 /// Dev accuracy and macro-F1.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &Classifier<B>,
     examples: &[Example],
@@ -129,7 +130,7 @@ pub fn majority_baseline(data: &ClassificationSet) -> f64 {
 
 /// Trains the head alone on frozen, precomputed pooled features (the linear probe baseline); returns
 /// (dev accuracy, dev macro-F1).
-pub fn linear_probe<B: AutodiffBackend>(
+pub fn linear_probe<B: AutodiffBackend + FrozenOps>(
     backbone: &AnyBackbone<B>,
     data: &ClassificationSet,
     cfg: &TrainConfig,
@@ -187,7 +188,7 @@ pub struct SequenceClassification<'a> {
     pub pooling: Pooling,
 }
 
-impl<B: AutodiffBackend> Task<B> for SequenceClassification<'_> {
+impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
     type Model = Classifier<B>;
 
     fn train_lengths(&self) -> Vec<usize> {
@@ -241,7 +242,7 @@ impl<B: AutodiffBackend> Task<B> for SequenceClassification<'_> {
 
 /// Saves a classifier's prompt (materialized) and head as a PEFT adapter; a linear probe (no prompt)
 /// saves nothing.
-pub fn save_classifier_adapter<B: Backend>(
+pub fn save_classifier_adapter<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &Classifier<B>,
     dir: &Path,

@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_prompt::SoftPrompt;
 use ptune_transformer::llama::{KvCache, Llama};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{AnyBackbone, Backbone, BackboneInput};
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +65,7 @@ struct Session<'a, B: Backend> {
     template: BackboneInput<B>,
 }
 
-impl<'a, B: Backend> Session<'a, B> {
+impl<'a, B: FrozenOps> Session<'a, B> {
     /// Runs `rows` copies of `source` through the prompt and the decoder; returns the session and
     /// the next-token logits `[rows, vocab]`.
     fn start(
@@ -114,14 +115,14 @@ impl<'a, B: Backend> Session<'a, B> {
 
 /// # Shapes
 /// - hidden: `[b, 1, d]` → `[b, vocab]`
-fn last_logits<B: Backend>(llama: &Llama<B>, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+fn last_logits<B: FrozenOps>(llama: &Llama<B>, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
     let [b, _, _] = hidden.dims();
     let logits = llama.logits(hidden);
     let v = logits.dims()[2];
     logits.reshape([b, v])
 }
 
-fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
+fn host_rows<B: FrozenOps>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
     let [_, v] = t.dims();
     let flat = t
         .into_data()
@@ -187,7 +188,7 @@ pub fn sample_token(
 
 /// Generates a continuation of `source` (token ids) with the decoder in `backbone`, under
 /// `prompt` if any. Returns the new ids (without the stop token).
-pub fn generate<B: Backend>(
+pub fn generate<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
@@ -216,7 +217,7 @@ pub fn generate<B: Backend>(
     }
 }
 
-fn sequential<B: Backend>(
+fn sequential<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
@@ -240,7 +241,7 @@ fn sequential<B: Backend>(
     Ok(out)
 }
 
-fn beam<B: Backend>(
+fn beam<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],

@@ -1,6 +1,6 @@
 //! # ptune-train
 //!
-//! Training soft prompts on a frozen backbone over `B: AutodiffBackend`: the classification loop
+//! Training soft prompts on a frozen backbone over `B: AutodiffBackend + FrozenOps`: the classification loop
 //! (AdamW, warmup + linear/cosine decay, gradient clipping and accumulation, evaluation every epoch,
 //! early stopping, best-adapter checkpoint, resume after a kill, seeds, a NaN/inf guard), the linear
 //! probe and majority baselines, metrics, a metrics JSONL and an SVG training curve per run.

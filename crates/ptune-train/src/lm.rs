@@ -2,9 +2,10 @@
 //! target tokens only; dev loss, BLEU and ROUGE-L) and cloze classification with verbalizers (the
 //! next-token logits of one word per label after a template such as `{text} Sentiment:`).
 
+use ptune_transformer::FrozenOps;
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::{Example, GenerationPair, LmExample};
 use ptune_data::ClassificationSet;
@@ -20,7 +21,7 @@ use crate::task::{decoder, prompted_batch, Evaluation, Task};
 use crate::trainer::metrics_map;
 
 /// Rows of `hidden` `[b, l, d]` at flat positions `index` (`r * l + i`), as `[n, d]`.
-fn gather_rows<B: Backend>(hidden: Tensor<B, 3>, index: Vec<i64>) -> Tensor<B, 2> {
+fn gather_rows<B: FrozenOps>(hidden: Tensor<B, 3>, index: Vec<i64>) -> Tensor<B, 2> {
     let [b, l, d] = hidden.dims();
     let n = index.len();
     let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &hidden.device());
@@ -28,7 +29,7 @@ fn gather_rows<B: Backend>(hidden: Tensor<B, 3>, index: Vec<i64>) -> Tensor<B, 2
 }
 
 /// LM-head logits `[n, vocab]` of `hidden` rows `[n, d]`.
-fn lm_logits<B: Backend>(llama: &Llama<B>, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+fn lm_logits<B: FrozenOps>(llama: &Llama<B>, rows: Tensor<B, 2>) -> Tensor<B, 2> {
     let [n, d] = rows.dims();
     let logits = llama.logits(rows.reshape([1, n, d]));
     let v = logits.dims()[2];
@@ -37,7 +38,7 @@ fn lm_logits<B: Backend>(llama: &Llama<B>, rows: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// Mean next-token cross-entropy over the target tokens of `examples` (sources are context only).
 /// The LM head runs only on the positions that predict a target token.
-pub fn target_loss<B: Backend>(
+pub fn target_loss<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[&LmExample],
@@ -97,7 +98,7 @@ impl ReferenceSet {
 }
 
 /// Generations for every source of `refs`, decoded to text.
-pub fn generate_all<B: Backend>(
+pub fn generate_all<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     tokenizer: &TextTokenizer,
@@ -123,7 +124,7 @@ pub fn generation_scores(hypotheses: &[String], refs: &ReferenceSet) -> (f64, f6
 }
 
 /// Mean target loss over `examples`, batched.
-pub fn mean_target_loss<B: Backend>(
+pub fn mean_target_loss<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[LmExample],
@@ -155,7 +156,7 @@ pub struct CausalLm<'a> {
     pub references: Option<(&'a ReferenceSet, &'a TextTokenizer, GenerationConfig)>,
 }
 
-impl<B: AutodiffBackend> Task<B> for CausalLm<'_> {
+impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
     type Model = SoftPrompt<B>;
 
     fn train_lengths(&self) -> Vec<usize> {
@@ -205,7 +206,7 @@ impl<B: AutodiffBackend> Task<B> for CausalLm<'_> {
 }
 
 /// Saves a prompt trained with the frozen LM head as a PEFT `CAUSAL_LM` adapter (materialized).
-fn save_lm_adapter<B: Backend>(
+fn save_lm_adapter<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &SoftPrompt<B>,
     dir: &Path,
@@ -246,7 +247,7 @@ pub fn verbalizer(tokenizer: &TextTokenizer, words: &[String]) -> Result<Vec<u32
 
 /// Verbalizer logits `[b, labels]`: the next-token logits after each row's last slot (the end of
 /// the template), restricted to the verbalizer's tokens.
-pub fn cloze_logits<B: Backend>(
+pub fn cloze_logits<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
@@ -285,7 +286,7 @@ pub fn cloze_logits<B: Backend>(
 }
 
 /// Predicted labels of cloze examples.
-pub fn cloze_predict<B: Backend>(
+pub fn cloze_predict<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[Example],
@@ -312,7 +313,7 @@ pub struct Cloze<'a> {
     pub verbalizer: Vec<u32>,
 }
 
-impl<B: AutodiffBackend> Task<B> for Cloze<'_> {
+impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
     type Model = SoftPrompt<B>;
 
     fn train_lengths(&self) -> Vec<usize> {

@@ -2,9 +2,10 @@
 //! stripped from the sequence output before the head ([`PromptedBatch::strip_virtual`]), then the
 //! head reads each word's first piece: predictions come back one per word, whatever the method.
 
+use ptune_transformer::FrozenOps;
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tagging::{TaggedExample, TaggingSet};
 use ptune_transformer::{AnyBackbone, Backbone};
@@ -19,7 +20,7 @@ use crate::trainer::metrics_map;
 ///
 /// # Shapes
 /// - returns `[Σ words, num_labels]`
-pub fn word_logits<B: Backend>(
+pub fn word_logits<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &Classifier<B>,
     examples: &[&TaggedExample],
@@ -39,7 +40,7 @@ pub fn word_logits<B: Backend>(
 }
 
 /// Predicted tag indices, one list per example (one tag per kept word).
-pub fn predict_tags<B: Backend>(
+pub fn predict_tags<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     model: &Classifier<B>,
     examples: &[TaggedExample],
@@ -86,7 +87,7 @@ pub struct TokenClassification<'a> {
     pub data: &'a TaggingSet,
 }
 
-impl<B: AutodiffBackend> Task<B> for TokenClassification<'_> {
+impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
     type Model = Classifier<B>;
 
     fn train_lengths(&self) -> Vec<usize> {

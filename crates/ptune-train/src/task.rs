@@ -3,11 +3,12 @@
 //! token classification, cloze and causal-LM generation implement it; [`crate::trainer::train`]
 //! runs any of them.
 
+use ptune_transformer::FrozenOps;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use ptune_prompt::{PromptedBatch, SoftPrompt};
 use ptune_transformer::llama::Llama;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 
 /// The backbone input for `rows` under `prompt`, or plain padded embeddings without one (baselines).
-pub fn prompted_batch<B: Backend>(
+pub fn prompted_batch<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
@@ -29,7 +30,7 @@ pub fn prompted_batch<B: Backend>(
 }
 
 /// The decoder in `backbone`; `what` (e.g. "generation") names what needs it in the error.
-pub(crate) fn decoder<'a, B: Backend>(
+pub(crate) fn decoder<'a, B: FrozenOps>(
     backbone: &'a AnyBackbone<B>,
     what: &str,
 ) -> Result<&'a Llama<B>> {
@@ -61,7 +62,7 @@ impl Evaluation {
 }
 
 /// A trainable task over a frozen backbone.
-pub trait Task<B: AutodiffBackend> {
+pub trait Task<B: AutodiffBackend + FrozenOps> {
     /// The trainable module (soft prompt, head, or both).
     type Model: AutodiffModule<B> + Clone;
 

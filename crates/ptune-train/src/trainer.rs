@@ -10,6 +10,7 @@
 //! (dropout) is reseeded before every batch from (seed, epoch, batch). A run resumed from any
 //! checkpoint therefore takes exactly the steps an uninterrupted run takes.
 
+use ptune_transformer::FrozenOps;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -184,7 +185,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    fn save<B: AutodiffBackend + FrozenOps, M: AutodiffModule<B>, O: Optimizer<M, B>>(
         &self,
         dir: &Path,
         model: &M,
@@ -202,7 +203,7 @@ impl Progress {
 
 /// Trains `model` on `task`, writing the run folder `out`. With `resume`, continues from
 /// `out/state` if present: a run killed after any checkpoint finishes as if never stopped.
-pub fn train<B: AutodiffBackend, T: Task<B>>(
+pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     backbone: &AnyBackbone<B>,
     task: &T,
     model: T::Model,

@@ -10,17 +10,18 @@ use ptune_prompt::prefix_tuning::PrefixTuningConfig;
 use ptune_prompt::prompt_tuning::PromptTuningConfig;
 use ptune_prompt::SoftPrompt;
 use ptune_train::generate::{generate, Decoding, GenerationConfig};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, AnyBackbone, Backbone};
 
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn tiny<B: Backend>() -> AnyBackbone<B> {
+fn tiny<B: FrozenOps>() -> AnyBackbone<B> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ptune-transformer/tests/fixtures/tiny-llama");
     load_model::<B>(&path, &Default::default()).unwrap().backbone
 }
 
-fn prompts<B: Backend>(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftPrompt<B>)> {
+fn prompts<B: FrozenOps>(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftPrompt<B>)> {
     B::seed(&Default::default(), 5);
     vec![
         ("prompt-tuning", PromptTuningConfig::new(4).init(backbone, None).unwrap()),
@@ -30,7 +31,7 @@ fn prompts<B: Backend>(backbone: &AnyBackbone<B>) -> Vec<(&'static str, SoftProm
 }
 
 /// The next token by recomputing the whole prompted sequence without a cache.
-fn recomputed_next<B: Backend>(
+fn recomputed_next<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     prompt: &SoftPrompt<B>,
     ids: &[u32],
@@ -54,7 +55,7 @@ fn cached_decoding_matches_full_recomputation() {
     cached_decoding::<Flex>();
 }
 
-fn cached_decoding<B: Backend>() {
+fn cached_decoding<B: FrozenOps>() {
     let backbone = tiny::<B>();
     let source = vec![5u32, 17, 33, 2 + 40, 9];
     for (name, prompt) in prompts(&backbone) {
@@ -75,7 +76,7 @@ fn beam_of_one_and_top_k_of_one_are_greedy_and_decoding_is_repeatable() {
     beams_and_sampling::<Flex>();
 }
 
-fn beams_and_sampling<B: Backend>() {
+fn beams_and_sampling<B: FrozenOps>() {
     let backbone = tiny::<B>();
     let source = vec![3u32, 8, 60, 21];
     for (name, prompt) in prompts(&backbone) {

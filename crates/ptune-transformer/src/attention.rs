@@ -1,8 +1,7 @@
 //! The attention pieces both families share: per-layer prefix keys/values ([`PrefixKv`]), the one
-//! place that builds attention masks (padding + prefix slots + causal with `s_q != s_k`), and
-//! scaled dot-product attention with grouped-query heads.
+//! place that builds attention masks (padding + prefix slots + causal with `s_q != s_k`) and their
+//! additive bias. The attention itself is [`crate::frozen::attention`].
 
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
@@ -145,61 +144,33 @@ pub fn attention_mask<B: Backend>(
     }
 }
 
-/// Scaled dot-product attention with grouped-query heads, mirroring HF `eager_attention_forward`
-/// (masked scores filled with the most negative f32, softmax in f32).
+/// The additive attention bias of a boolean mask (`true` = masked): 0 where visible, the most
+/// negative f32 where masked, as HF adds its extended attention mask to the scores. Built once
+/// per forward and shared by every layer.
 ///
 /// # Shapes
-/// - query: `[b, n_heads, s_q, head_dim]`
-/// - key, value: `[b, n_kv_heads, s_k, head_dim]` (`n_heads` a multiple of `n_kv_heads`)
-/// - mask: `[b, 1, s_q, s_k]`, `true` = masked
-/// - output: `[b, n_heads, s_q, head_dim]`
-pub fn scaled_dot_product<B: Backend>(
-    query: Tensor<B, 4>,
-    key: Tensor<B, 4>,
-    value: Tensor<B, 4>,
-    mask: Option<Tensor<B, 4, Bool>>,
-) -> Tensor<B, 4> {
-    let [b, n_heads, s_q, head_dim] = query.dims();
-    let key = repeat_kv(key, n_heads);
-    let value = repeat_kv(value, n_heads);
-    let s_k = key.dims()[2];
-    let scale = (head_dim as f64).powf(-0.5);
-    let mut scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale);
-    if let Some(mask) = mask {
-        scores = scores.mask_fill(mask.expand([b, n_heads, s_q, s_k]), f32::MIN);
-    }
-    softmax(scores, 3).matmul(value)
+/// - mask: `[b, 1, s_q, s_k]` → `[b, 1, s_q, s_k]`
+pub fn attention_bias<B: Backend>(mask: Option<Tensor<B, 4, Bool>>) -> Option<Tensor<B, 4>> {
+    let mask = mask?;
+    Some(Tensor::<B, 4>::zeros(mask.dims(), &mask.device()).mask_fill(mask, f32::MIN))
 }
 
-/// Repeats each key/value head `n_heads / n_kv_heads` times (HF `repeat_kv`).
+/// The attention bias of one layer: layers without a prefix (when only some layers have one)
+/// drop the prefix columns, since their keys are only the real tokens.
 ///
 /// # Shapes
-/// - x: `[b, n_kv_heads, s, head_dim]` → `[b, n_heads, s, head_dim]`
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_heads: usize) -> Tensor<B, 4> {
-    let [b, n_kv, s, d] = x.dims();
-    if n_kv == n_heads {
-        return x;
-    }
-    let rep = n_heads / n_kv;
-    x.unsqueeze_dim::<5>(2).expand([b, n_kv, rep, s, d]).reshape([b, n_heads, s, d])
-}
-
-/// The mask of one layer: layers without a prefix (when only some layers have one) drop the prefix
-/// columns, since their keys are only the real tokens.
-///
-/// # Shapes
-/// - mask: `[b, 1, s_q, n_prefix + s_k]` → same, or `[b, 1, s_q, s_k]` without a prefix
-pub fn layer_mask<B: Backend>(
-    mask: Option<&Tensor<B, 4, Bool>>,
+/// - bias: `[b, 1, s_q, n_prefix + s_k]` → same, or `[b, 1, s_q, s_k]` without a prefix
+pub fn layer_bias<B: Backend>(
+    bias: Option<&Tensor<B, 4>>,
     has_prefix: bool,
     n_prefix: usize,
-) -> Option<Tensor<B, 4, Bool>> {
-    let mask = mask?.clone();
+) -> Option<Tensor<B, 4>> {
+    let bias = bias?.clone();
     if has_prefix || n_prefix == 0 {
-        return Some(mask);
+        return Some(bias);
     }
-    let s_k = mask.dims()[3];
-    Some(mask.narrow(3, n_prefix, s_k - n_prefix))
+    let s_k = bias.dims()[3];
+    Some(bias.narrow(3, n_prefix, s_k - n_prefix))
 }
 
 /// Concatenates a layer's prefix (broadcast over the batch) before its real keys/values.

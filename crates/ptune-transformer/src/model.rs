@@ -9,6 +9,7 @@ use burn::tensor::{Int, Tensor};
 use crate::bert::{load_bert, Bert};
 use crate::config::{BackboneDims, ModelConfig};
 use crate::error::{Result, TransformerError};
+use crate::frozen::FrozenOps;
 use crate::input::{Backbone, BackboneInput};
 use crate::llama::{load_llama, Llama};
 use crate::loader::gguf::{GgufFile, GgufLlamaSource};
@@ -113,7 +114,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
     }
 }
 
-impl<B: Backend> Backbone<B> for AnyBackbone<B> {
+impl<B: FrozenOps> Backbone<B> for AnyBackbone<B> {
     fn dims(&self) -> BackboneDims {
         match self {
             AnyBackbone::Bert(m) => m.dims(),

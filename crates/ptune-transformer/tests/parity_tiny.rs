@@ -4,20 +4,20 @@
 mod common;
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::*;
 use ptune_transformer::llama::KvCache;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{
     load_model, AnyBackbone, Backbone, BackboneInput, LayerPrefix, PositionPolicy, PrefixKv,
     TransformerError,
 };
 
-fn load<B: Backend>(name: &str) -> AnyBackbone<B> {
+fn load<B: FrozenOps>(name: &str) -> AnyBackbone<B> {
     load_model::<B>(&fixtures_dir().join(name), &Default::default()).expect("load").backbone
 }
 
-fn prefix<B: Backend>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B> {
+fn prefix<B: FrozenOps>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B> {
     let keys = r["prefix_keys"].as_array().expect("keys");
     let values = r["prefix_values"].as_array().expect("values");
     PrefixKv {
@@ -32,7 +32,7 @@ fn prefix<B: Backend>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B> 
     }
 }
 
-pub fn tiny_bert<B: Backend>(tol: f32) {
+pub fn tiny_bert<B: FrozenOps>(tol: f32) {
     let device = Default::default();
     let r = fixture("tiny_bert_reference.json");
     let AnyBackbone::Bert(model) = load::<B>("tiny-bert") else { panic!("not bert") };
@@ -74,7 +74,7 @@ pub fn tiny_bert<B: Backend>(tol: f32) {
     );
 }
 
-pub fn tiny_llama<B: Backend>(tol: f32) {
+pub fn tiny_llama<B: FrozenOps>(tol: f32) {
     let device = Default::default();
     let r = fixture("tiny_llama_reference.json");
     let AnyBackbone::Llama(model) = load::<B>("tiny-llama") else { panic!("not llama") };
@@ -136,7 +136,7 @@ pub fn tiny_llama<B: Backend>(tol: f32) {
     assert_close("tiny llama kv cache", &to_vec(incremental), &to_vec(logits), tol);
 }
 
-pub fn all_parameters_loaded<B: Backend>() {
+pub fn all_parameters_loaded<B: FrozenOps>() {
     for name in ["tiny-bert", "tiny-llama"] {
         let loaded = load_model::<B>(&fixtures_dir().join(name), &Default::default()).unwrap();
         let file =
@@ -156,7 +156,7 @@ pub fn all_parameters_loaded<B: Backend>() {
     }
 }
 
-pub fn position_policy_and_limits<B: Backend>() {
+pub fn position_policy_and_limits<B: FrozenOps>() {
     let device = Default::default();
     let AnyBackbone::Bert(model) = load::<B>("tiny-bert") else { panic!("not bert") };
     // 40 positions: a 3-slot prefix plus 38 tokens overflows when shifted, fits when kept.

@@ -8,14 +8,15 @@ mod common;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, AnyBackbone, Backbone, BackboneInput, LoadedModel};
 
-fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: FrozenOps>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-fn minilm<B: Backend>() {
+fn minilm<B: FrozenOps>() {
     let device = Default::default();
     let r = fixture("minilm_reference.json");
     let LoadedModel { backbone, tokenizer, .. } =
@@ -49,7 +50,7 @@ fn minilm<B: Backend>() {
     );
 }
 
-fn smollm2<B: Backend>() {
+fn smollm2<B: FrozenOps>() {
     let device = Default::default();
     let r = fixture("smollm2_reference.json");
     let LoadedModel { backbone, tokenizer, config, .. } =

@@ -3,8 +3,8 @@
 //! `PromptEncoder`. After training, [`SoftPrompt::materialized`] keeps only the encoder's outputs.
 
 use burn::config::Config;
-use burn::tensor::backend::Backend;
 use ptune_reparam::{LstmEncoderConfig, LstmVariant, MlpEncoderConfig, Reparam};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::error::PromptError;
@@ -43,7 +43,7 @@ pub struct PTuningConfig {
 
 impl PTuningConfig {
     /// Builds the encoder for `backbone`; a template's literal text is tokenized with `tokenizer`.
-    pub fn init<B: Backend>(
+    pub fn init<B: FrozenOps>(
         &self,
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,

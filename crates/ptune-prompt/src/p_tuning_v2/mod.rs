@@ -4,7 +4,7 @@
 //! `prefix_projection=False`.
 
 use burn::config::Config;
-use burn::tensor::backend::Backend;
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::prefix_tuning::{PrefixInit, PrefixTuningConfig};
@@ -44,7 +44,7 @@ pub struct PTuningV2Config {
 
 impl PTuningV2Config {
     /// Builds the deep prompt for `backbone`.
-    pub fn init<B: Backend>(
+    pub fn init<B: FrozenOps>(
         &self,
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,

@@ -3,9 +3,9 @@
 //! row is `[layer][key|value][kv_head][head_dim]`, sized by KV heads (GQA).
 
 use burn::config::Config;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ptune_reparam::{PrefixMlpConfig, PromptTable, Reparam};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, BackboneInput, TextTokenizer};
 
 use crate::error::PromptError;
@@ -46,7 +46,7 @@ pub struct PrefixTuningConfig {
 
 impl PrefixTuningConfig {
     /// Builds the prefix for `backbone`.
-    pub fn init<B: Backend>(
+    pub fn init<B: FrozenOps>(
         &self,
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,
@@ -54,7 +54,7 @@ impl PrefixTuningConfig {
         self.build(backbone, tokenizer, MethodKind::PrefixTuning)
     }
 
-    pub(crate) fn build<B: Backend>(
+    pub(crate) fn build<B: FrozenOps>(
         &self,
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,
@@ -124,7 +124,7 @@ fn is_strictly_increasing(v: &[usize]) -> bool {
 }
 
 /// The backbone's keys and values of `ids` at `layers`, as a prefix table `[N, |layers|·2·kv_dim]`.
-fn activations_table<B: Backend>(
+fn activations_table<B: FrozenOps>(
     backbone: &impl Backbone<B>,
     ids: &[u32],
     layers: &[usize],

@@ -2,9 +2,9 @@
 //! PEFT: `PromptTuningConfig`, `PromptEmbedding`.
 
 use burn::config::Config;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use ptune_reparam::{PromptTable, Reparam};
+use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::error::PromptError;
@@ -49,7 +49,7 @@ pub(crate) fn tile(ids: &[u32], n: usize) -> crate::error::Result<Vec<u32>> {
 }
 
 /// Rows of the vocabulary embedding matrix.
-pub(crate) fn embedding_rows<B: Backend>(
+pub(crate) fn embedding_rows<B: FrozenOps>(
     backbone: &impl Backbone<B>,
     ids: &[u32],
 ) -> crate::error::Result<Tensor<B, 2>> {
@@ -77,7 +77,7 @@ pub(crate) fn splitmix(seed: u64) -> impl FnMut() -> u64 {
 
 impl PromptTuningConfig {
     /// Builds the trainable prompt for `backbone` (`tokenizer` is needed by the text and label inits).
-    pub fn init<B: Backend>(
+    pub fn init<B: FrozenOps>(
         &self,
         backbone: &impl Backbone<B>,
         tokenizer: Option<&TextTokenizer>,

@@ -1,6 +1,7 @@
 //! Shared helpers of the ptune-prompt tests.
 #![allow(dead_code)]
 
+use ptune_transformer::FrozenOps;
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
@@ -19,7 +20,7 @@ pub fn peft_fixture(name: &str) -> PathBuf {
 }
 
 /// The tiny model of the transformer fixtures; also seeds the backend so inits are reproducible.
-pub fn tiny<B: Backend>(model: &str) -> AnyBackbone<B> {
+pub fn tiny<B: FrozenOps>(model: &str) -> AnyBackbone<B> {
     B::seed(&Default::default(), 42);
     load_model::<B>(&transformer_fixtures().join(format!("tiny-{model}")), &Default::default())
         .expect("tiny model")
@@ -52,13 +53,13 @@ pub fn rows(reference: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
-pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub fn to_vec<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
 /// Runs a prompted batch to the task output: BERT → pooled → classifier logits `[b, labels]`;
 /// Llama → LM logits `[b, S, vocab]`.
-pub fn task_logits<B: Backend>(
+pub fn task_logits<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     head: Option<&ClassifierHead<B>>,
     batch: PromptedBatch<B>,
@@ -73,7 +74,7 @@ pub fn task_logits<B: Backend>(
     }
 }
 
-pub fn load<B: Backend>(name: &str, backbone: &AnyBackbone<B>) -> Adapter<B> {
+pub fn load<B: FrozenOps>(name: &str, backbone: &AnyBackbone<B>) -> Adapter<B> {
     load_adapter::<B>(&peft_fixture(name), &backbone.dims(), &Default::default()).expect("adapter")
 }
 
@@ -95,6 +96,6 @@ pub fn max_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
 pub const METHODS: [&str; 5] =
     ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm", "prefix-tuning", "p-tuning-v2"];
 
-pub fn soft_prompt_of<B: Backend>(a: &Adapter<B>) -> &SoftPrompt<B> {
+pub fn soft_prompt_of<B: FrozenOps>(a: &Adapter<B>) -> &SoftPrompt<B> {
     &a.prompt
 }

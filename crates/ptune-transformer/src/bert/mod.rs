@@ -11,11 +11,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::attention::{
-    attention_mask, layer_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
+    attention_bias, attention_mask, layer_bias, position_offsets, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, BertConfig, ModelConfig};
 use crate::dense::dense;
 use crate::error::Result;
+use crate::frozen::{self, FrozenOps, NormKind};
 use crate::input::{Backbone, BackboneInput};
 
 /// HF `BertEmbeddings`.
@@ -75,14 +76,23 @@ pub struct Bert<B: Backend> {
     pub config: BertConfig,
 }
 
-impl<B: Backend> BertAttention<B> {
+/// A BERT LayerNorm through the fused frozen op.
+///
+/// # Shapes
+/// - x: `[b, s, d]` → `[b, s, d]`
+fn layer_norm<B: FrozenOps>(norm: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    frozen::norm(x, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), eps, NormKind::Layer)
+}
+
+impl<B: FrozenOps> BertAttention<B> {
     /// # Shapes
-    /// - x: `[b, s, d]`, mask: `[b, 1, s, n_prefix + s]` → `[b, s, d]`
+    /// - x: `[b, s, d]`, bias: `[b, 1, s, n_prefix + s]` → `[b, s, d]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
         prefix: Option<&LayerPrefix<B>>,
-        mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
+        bias: Option<Tensor<B, 4>>,
+        eps: f64,
     ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, d] = x.dims();
         let heads =
@@ -91,36 +101,28 @@ impl<B: Backend> BertAttention<B> {
         let (key, value) =
             (heads(dense(&self.key, x.clone())), heads(dense(&self.value, x.clone())));
         let (k, v) = with_prefix(key.clone(), value.clone(), prefix);
-        let context = scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, d]);
-        (self.norm.forward(dense(&self.output, context) + x), key, value)
+        let context = frozen::attention(q, k, v, bias).swap_dims(1, 2).reshape([b, s, d]);
+        (layer_norm(&self.norm, eps, dense(&self.output, context) + x), key, value)
     }
 }
 
-/// HF's exact GELU, `0.5·x·(1 + erf(x/√2))`, composed from primitives so that autodiff
-/// differentiates it exactly. (Burn 0.21's fused `activation::gelu` has an approximate backward:
-/// measured 9.6e-2 relative error against central differences in f64; this form: 1.2e-4, the
-/// truncation error of the same differences.)
-///
-/// # Shapes
-/// - x: any → same
-pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone() * (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
-}
-
-impl<B: Backend> BertLayer<B> {
+impl<B: FrozenOps> BertLayer<B> {
     /// Returns the layer output and the layer's own (unprefixed) keys and values.
     ///
     /// # Shapes
-    /// - x: `[b, s, d]` → `[b, s, d]`, keys/values `[b, heads, s, head_dim]`
+    /// - x: `[b, s, d]`, bias: `[b, 1, s, n_prefix + s]` → `[b, s, d]`, keys/values
+    ///   `[b, heads, s, head_dim]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
         prefix: Option<&LayerPrefix<B>>,
-        mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
+        bias: Option<Tensor<B, 4>>,
+        eps: f64,
     ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
-        let (attended, key, value) = self.attention.forward(x, prefix, mask);
-        let hidden = gelu_erf(dense(&self.intermediate, attended.clone()));
-        (self.norm.forward(dense(&self.output, hidden) + attended), key, value)
+        let (attended, key, value) = self.attention.forward(x, prefix, bias, eps);
+        // HF's exact GELU, `0.5·x·(1 + erf(x/√2))`, with its exact derivative.
+        let hidden = frozen::gelu(dense(&self.intermediate, attended.clone()));
+        (layer_norm(&self.norm, eps, dense(&self.output, hidden) + attended), key, value)
     }
 }
 
@@ -137,7 +139,7 @@ impl<B: Backend> Bert<B> {
     }
 }
 
-impl<B: Backend> Backbone<B> for Bert<B> {
+impl<B: FrozenOps> Backbone<B> for Bert<B> {
     fn dims(&self) -> BackboneDims {
         ModelConfig::Bert(self.config.clone()).dims()
     }
@@ -159,7 +161,7 @@ impl<B: Backend> Backbone<B> for Bert<B> {
     }
 }
 
-impl<B: Backend> Bert<B> {
+impl<B: FrozenOps> Bert<B> {
     /// The encoder pass; with `collect`, also every layer's keys and values.
     #[allow(clippy::type_complexity)]
     fn run(
@@ -180,15 +182,21 @@ impl<B: Backend> Bert<B> {
             input.token_types.unwrap_or_else(|| Tensor::<B, 2, Int>::zeros([b, s], &device));
         let e = &self.embeddings;
         let x = input.embeds + e.position.forward(positions) + e.token_type.forward(types);
-        let mut x = e.norm.forward(x);
+        let eps = self.config.layer_norm_eps;
+        let mut x = layer_norm(&e.norm, eps, x);
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
         let mask = attention_mask(b, s, n_prefix, 0, input.padding_mask, slot_mask, false, &device);
+        let bias = attention_bias(mask);
         let mut key_values = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
-            let (out, key, value) =
-                layer.forward(x, prefix, layer_mask(mask.as_ref(), prefix.is_some(), n_prefix));
+            let (out, key, value) = layer.forward(
+                x,
+                prefix,
+                layer_bias(bias.as_ref(), prefix.is_some(), n_prefix),
+                eps,
+            );
             x = out;
             if collect {
                 key_values.push((key, value));

@@ -9,16 +9,16 @@ pub use rope::{apply_rope, rope_tables};
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::attention::{
-    attention_mask, layer_mask, position_offsets, scaled_dot_product, with_prefix, LayerPrefix,
+    attention_bias, attention_mask, layer_bias, position_offsets, with_prefix, LayerPrefix,
 };
 use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
 use crate::dense::{dense, project};
 use crate::error::{Result, TransformerError};
+use crate::frozen::{self, FrozenOps, NormKind};
 use crate::input::{Backbone, BackboneInput};
 
 /// HF `LlamaAttention` (no biases).
@@ -145,9 +145,17 @@ fn cat_padding<B: Backend>(
     Some(if n_past == 0 { current } else { Tensor::cat(vec![past, current], 1) })
 }
 
-impl<B: Backend> LlamaAttention<B> {
+/// An RMSNorm through the fused frozen op.
+///
+/// # Shapes
+/// - x: `[b, s, d]` → `[b, s, d]`
+fn rms_norm<B: FrozenOps>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    frozen::norm(x, norm.gamma.val(), None, norm.epsilon, NormKind::Rms)
+}
+
+impl<B: FrozenOps> LlamaAttention<B> {
     /// # Shapes
-    /// - x: `[b, s, d]`, cos/sin: `[b, 1, s, head_dim]`, mask: `[b, 1, s, n_prefix + n_past + s]` → `[b, s, d]`
+    /// - x: `[b, s, d]`, cos/sin: `[b, 1, s, head_dim]`, bias: `[b, 1, s, n_prefix + n_past + s]` → `[b, s, d]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -155,7 +163,7 @@ impl<B: Backend> LlamaAttention<B> {
         sin: &Tensor<B, 4>,
         prefix: Option<&LayerPrefix<B>>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-        mask: Option<Tensor<B, 4, Bool>>,
+        bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let hd = self.head_dim;
@@ -172,12 +180,12 @@ impl<B: Backend> LlamaAttention<B> {
         *cache = Some((k.clone(), v.clone()));
         let (k, v) = with_prefix(k, v, prefix);
         let context =
-            scaled_dot_product(q, k, v, mask).swap_dims(1, 2).reshape([b, s, self.num_heads * hd]);
+            frozen::attention(q, k, v, bias).swap_dims(1, 2).reshape([b, s, self.num_heads * hd]);
         dense(&self.o_proj, context)
     }
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: FrozenOps> Llama<B> {
     /// Runs new tokens through the decoder, reading and extending `cache`.
     ///
     /// `input.padding_mask` covers only the new tokens; the cache remembers earlier ones. The
@@ -215,31 +223,38 @@ impl<B: Backend> Llama<B> {
         let padding = cat_padding(cache.padding.take(), n_past, input.padding_mask, b, s, &device);
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
-        let mask =
-            attention_mask(b, s, n_prefix, n_past, padding.clone(), slot_mask, true, &device);
+        let bias = attention_bias(attention_mask(
+            b,
+            s,
+            n_prefix,
+            n_past,
+            padding.clone(),
+            slot_mask,
+            true,
+            &device,
+        ));
         let mut x = input.embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
             let h = layer.attention.forward(
-                layer.input_norm.forward(x.clone()),
+                rms_norm(&layer.input_norm, x.clone()),
                 &cos,
                 &sin,
                 prefix,
                 &mut cache.layers[i],
-                layer_mask(mask.as_ref(), prefix.is_some(), n_prefix),
+                layer_bias(bias.as_ref(), prefix.is_some(), n_prefix),
             );
             let x_attn = x + h;
             let m = &layer.mlp;
-            let normed = layer.post_norm.forward(x_attn.clone());
-            let ffn = dense(
-                &m.down_proj,
-                silu(dense(&m.gate_proj, normed.clone())) * dense(&m.up_proj, normed),
-            );
+            let normed = rms_norm(&layer.post_norm, x_attn.clone());
+            let gated =
+                frozen::swiglu(dense(&m.gate_proj, normed.clone()), dense(&m.up_proj, normed));
+            let ffn = dense(&m.down_proj, gated);
             x = x_attn + ffn;
         }
         cache.padding = padding;
         cache.len += s;
-        Ok(self.norm.forward(x))
+        Ok(rms_norm(&self.norm, x))
     }
 
     /// The LM head (tied to the embeddings when the checkpoint has no `lm_head`).
@@ -294,7 +309,7 @@ impl<B: Backend> Llama<B> {
     }
 }
 
-impl<B: Backend> Backbone<B> for Llama<B> {
+impl<B: FrozenOps> Backbone<B> for Llama<B> {
     fn dims(&self) -> BackboneDims {
         ModelConfig::Llama(self.config.clone()).dims()
     }

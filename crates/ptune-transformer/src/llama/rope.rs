@@ -33,18 +33,15 @@ pub fn rope_tables<B: Backend>(
     )
 }
 
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[.., half..], x[.., ..half])`.
+/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[.., half..], x[.., ..half])`
+/// (the fused frozen op [`crate::frozen::rope`]).
 ///
 /// # Shapes
 /// - x: `[b, heads, s, head_dim]`, cos/sin: `[b, 1, s, head_dim]` → `[b, heads, s, head_dim]`
-pub fn apply_rope<B: Backend>(
+pub fn apply_rope<B: crate::frozen::FrozenOps>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 4>,
     sin: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let head_dim = x.dims()[3];
-    let half = head_dim / 2;
-    let rotated =
-        Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
-    x * cos.clone() + rotated * sin.clone()
+    crate::frozen::rope(x, cos, sin)
 }

@@ -1,9 +1,9 @@
 //! Fixture reading and numeric comparison shared by the parity tests.
 #![allow(dead_code)]
 
+use ptune_transformer::FrozenOps;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use serde_json::Value;
 
@@ -44,21 +44,24 @@ pub fn ints(v: &Value) -> Vec<i64> {
     v["data"].as_array().expect("data").iter().map(|x| x.as_i64().expect("int")).collect()
 }
 
-pub fn float_tensor<B: Backend, const D: usize>(v: &Value, device: &B::Device) -> Tensor<B, D> {
+pub fn float_tensor<B: FrozenOps, const D: usize>(v: &Value, device: &B::Device) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(floats(v), shape(v)), device)
 }
 
-pub fn int_tensor<B: Backend, const D: usize>(v: &Value, device: &B::Device) -> Tensor<B, D, Int> {
+pub fn int_tensor<B: FrozenOps, const D: usize>(
+    v: &Value,
+    device: &B::Device,
+) -> Tensor<B, D, Int> {
     Tensor::from_data(TensorData::new(ints(v), shape(v)), device)
 }
 
 /// HF attention mask (1 = token, 0 = padding) → ptune padding mask (`true` = padding).
-pub fn padding_mask<B: Backend>(v: &Value, device: &B::Device) -> Tensor<B, 2, Bool> {
+pub fn padding_mask<B: FrozenOps>(v: &Value, device: &B::Device) -> Tensor<B, 2, Bool> {
     let data: Vec<bool> = ints(v).into_iter().map(|x| x == 0).collect();
     Tensor::from_bool(TensorData::new(data, shape(v)), device)
 }
 
-pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub fn to_vec<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
 }
 

@@ -1,0 +1,205 @@
+//! The ops of [`FrozenOps`](super::FrozenOps) composed from Burn primitives: the defaults every
+//! backend gets, the reference the fused kernels are tested against, and the path the autodiff
+//! impl falls back to when a weight requires gradients.
+
+use burn::tensor::activation::{sigmoid, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::Tensor;
+
+use super::{prim, tensor, NormKind, NormSaved};
+
+/// # Shapes
+/// - x: `[n, d]`, gamma/beta: `[d]` → (`[n, d]`, x̂ `[n, d]`, rstd `[n, 1]`)
+pub fn norm_train<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: Option<FloatTensor<B>>,
+    eps: f64,
+    kind: NormKind,
+) -> (FloatTensor<B>, NormSaved<B>) {
+    let x = tensor::<B, 2>(x);
+    let gamma = tensor::<B, 1>(gamma).unsqueeze::<2>();
+    let (xhat, rstd) = match kind {
+        NormKind::Layer => {
+            let centered = x.clone() - x.mean_dim(1);
+            let var = centered.clone().powi_scalar(2).mean_dim(1);
+            let rstd = var.add_scalar(eps).sqrt().recip();
+            (centered * rstd.clone(), rstd)
+        }
+        NormKind::Rms => {
+            let rstd = x.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip();
+            (x * rstd.clone(), rstd)
+        }
+    };
+    let mut y = xhat.clone() * gamma;
+    if let Some(beta) = beta {
+        y = y + tensor::<B, 1>(beta).unsqueeze::<2>();
+    }
+    (prim(y), NormSaved { xhat: prim(xhat), rstd: prim(rstd) })
+}
+
+/// # Shapes
+/// - grad: `[n, d]`, gamma: `[d]` → `[n, d]`
+pub fn norm_backward<B: Backend>(
+    grad: FloatTensor<B>,
+    saved: NormSaved<B>,
+    gamma: FloatTensor<B>,
+    kind: NormKind,
+) -> FloatTensor<B> {
+    let gg = tensor::<B, 2>(grad) * tensor::<B, 1>(gamma).unsqueeze::<2>();
+    let xhat = tensor::<B, 2>(saved.xhat);
+    let rstd = tensor::<B, 2>(saved.rstd);
+    let proj = (gg.clone() * xhat.clone()).mean_dim(1);
+    let inner = match kind {
+        NormKind::Layer => gg.clone() - gg.mean_dim(1) - xhat * proj,
+        NormKind::Rms => gg - xhat * proj,
+    };
+    prim(inner * rstd)
+}
+
+/// # Shapes
+/// - x: `[n]` → `[n]`
+pub fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let x = tensor::<B, 1>(x);
+    prim(x.clone() * (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5))
+}
+
+/// # Shapes
+/// - grad, x: `[n]` → `[n]`
+pub fn gelu_backward<B: Backend>(grad: FloatTensor<B>, x: FloatTensor<B>) -> FloatTensor<B> {
+    let x = tensor::<B, 1>(x);
+    let cdf = (x.clone() / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5);
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    let pdf = (x.clone().powi_scalar(2).mul_scalar(-0.5)).exp().mul_scalar(inv_sqrt_2pi);
+    prim(tensor::<B, 1>(grad) * (cdf + x * pdf))
+}
+
+/// # Shapes
+/// - gate, up: `[n]` → `[n]`
+pub fn swiglu<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    prim(silu(tensor::<B, 1>(gate)) * tensor::<B, 1>(up))
+}
+
+/// # Shapes
+/// - grad, gate, up: `[n]` → (`[n]`, `[n]`)
+pub fn swiglu_backward<B: Backend>(
+    grad: FloatTensor<B>,
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (grad, gate, up) = (tensor::<B, 1>(grad), tensor::<B, 1>(gate), tensor::<B, 1>(up));
+    let s = sigmoid(gate.clone());
+    let d_up = grad.clone() * gate.clone() * s.clone();
+    let d_gate = grad * up * s.clone() * (gate * s.neg().add_scalar(1.0)).add_scalar(1.0);
+    (prim(d_gate), prim(d_up))
+}
+
+/// Repeats each key/value head `n_heads / n_kv_heads` times (HF `repeat_kv`).
+///
+/// # Shapes
+/// - x: `[b, n_kv_heads, s, head_dim]` → `[b, n_heads, s, head_dim]`
+pub fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_heads: usize) -> Tensor<B, 4> {
+    let [b, n_kv, s, d] = x.dims();
+    if n_kv == n_heads {
+        return x;
+    }
+    let rep = n_heads / n_kv;
+    x.unsqueeze_dim::<5>(2).expand([b, n_kv, rep, s, d]).reshape([b, n_heads, s, d])
+}
+
+/// The transpose of [`repeat_kv`]: sums each group of query heads' gradients into its key/value
+/// head.
+///
+/// # Shapes
+/// - x: `[b, n_heads, s, head_dim]` → `[b, n_kv_heads, s, head_dim]`
+pub fn sum_groups<B: Backend>(x: Tensor<B, 4>, n_kv: usize) -> Tensor<B, 4> {
+    let [b, n_heads, s, d] = x.dims();
+    if n_kv == n_heads {
+        return x;
+    }
+    x.reshape([b, n_kv, n_heads / n_kv, s, d]).sum_dim(2).reshape([b, n_kv, s, d])
+}
+
+/// # Shapes
+/// - q: `[b, h, s_q, hd]`, k/v: `[b, kv, s_k, hd]`, bias: `[b, 1, s_q, s_k]`
+///   → (`[b, h, s_q, hd]`, probabilities `[b, h, s_q, s_k]`)
+pub fn attention_train<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let q = tensor::<B, 4>(q);
+    let n_heads = q.dims()[1];
+    let k = repeat_kv(tensor::<B, 4>(k), n_heads);
+    let v = repeat_kv(tensor::<B, 4>(v), n_heads);
+    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    if let Some(bias) = bias {
+        scores = scores + tensor::<B, 4>(bias);
+    }
+    let p = softmax(scores, 3);
+    (prim(p.clone().matmul(v)), prim(p))
+}
+
+/// # Shapes
+/// - grad: `[b, h, s_q, hd]`, q: `[b, h, s_q, hd]`, k/v: `[b, kv, s_k, hd]`, p: `[b, h, s_q, s_k]`
+///   → dq `[b, h, s_q, hd]`, dk/dv `[b, kv, s_k, hd]`
+pub fn attention_backward<B: Backend>(
+    grad: FloatTensor<B>,
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    p: FloatTensor<B>,
+    scale: f64,
+    need: [bool; 3],
+) -> [Option<FloatTensor<B>>; 3] {
+    let grad = tensor::<B, 4>(grad);
+    let p = tensor::<B, 4>(p);
+    let q = tensor::<B, 4>(q);
+    let n_heads = q.dims()[1];
+    let k = tensor::<B, 4>(k);
+    let n_kv = k.dims()[1];
+    let dv =
+        need[2].then(|| prim(sum_groups(p.clone().swap_dims(2, 3).matmul(grad.clone()), n_kv)));
+    if !need[0] && !need[1] {
+        return [None, None, dv];
+    }
+    let v = repeat_kv(tensor::<B, 4>(v), n_heads);
+    let dp = grad.matmul(v.swap_dims(2, 3));
+    let ds = p.clone() * (dp.clone() - (p * dp).sum_dim(3));
+    let dq = need[0].then(|| prim(ds.clone().matmul(repeat_kv(k, n_heads)).mul_scalar(scale)));
+    let dk =
+        need[1].then(|| prim(sum_groups(ds.swap_dims(2, 3).matmul(q).mul_scalar(scale), n_kv)));
+    [dq, dk, dv]
+}
+
+/// `x·cos + rotate_half(x)·sin` (forward), or its transpose `x·cos + rotate_halfᵀ(x·sin)`
+/// (`transpose`, the backward), with `rotate_half(x) = cat(−x₂, x₁)` and
+/// `rotate_halfᵀ(u) = cat(u₂, −u₁)`.
+///
+/// # Shapes
+/// - x: `[b, heads, s, head_dim]`, cos/sin: `[b, 1, s, head_dim]` → `[b, heads, s, head_dim]`
+pub fn rope<B: Backend>(
+    x: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+    transpose: bool,
+) -> FloatTensor<B> {
+    let x = tensor::<B, 4>(x);
+    let (cos, sin) = (tensor::<B, 4>(cos), tensor::<B, 4>(sin));
+    let half = x.dims()[3] / 2;
+    if transpose {
+        let u = x.clone() * sin;
+        let rotated =
+            Tensor::cat(vec![u.clone().narrow(3, half, half), u.narrow(3, 0, half).neg()], 3);
+        prim(x * cos + rotated)
+    } else {
+        let rotated = Tensor::cat(
+            vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)],
+            3,
+        );
+        prim(x * cos + rotated * sin)
+    }
+}
