@@ -3,7 +3,6 @@
 
 mod common;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::*;
 use ptune_prompt::adapter::load_peft_encoder;

@@ -149,10 +149,16 @@ pub fn attention_mask<B: Backend>(
 /// per forward and shared by every layer.
 ///
 /// # Shapes
-/// - mask: `[b, 1, s_q, s_k]` → `[b, 1, s_q, s_k]`
-pub fn attention_bias<B: Backend>(mask: Option<Tensor<B, 4, Bool>>) -> Option<Tensor<B, 4>> {
+/// - mask: `[b, 1, s_q, s_k]` → `[b, 1, s_q, s_k]`, of `dtype` (the activations' own: the device's
+///   default may differ, e.g. when ndarray f64 and f32 share the CPU device)
+pub fn attention_bias<B: Backend>(
+    mask: Option<Tensor<B, 4, Bool>>,
+    dtype: burn::tensor::DType,
+) -> Option<Tensor<B, 4>> {
     let mask = mask?;
-    Some(Tensor::<B, 4>::zeros(mask.dims(), &mask.device()).mask_fill(mask, f32::MIN))
+    // 1 → the most negative f32, 0 → 0 (a product rather than a fill into fresh zeros: the mask is
+    // an expanded view, and filling through it is not reliable on every backend).
+    Some(mask.float().cast(dtype).mul_scalar(f32::MIN).add_scalar(0.0))
 }
 
 /// The attention bias of one layer: layers without a prefix (when only some layers have one)

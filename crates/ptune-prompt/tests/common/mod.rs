@@ -4,7 +4,6 @@
 use ptune_transformer::FrozenOps;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ptune_prompt::adapter::{load_adapter, Adapter};
 use ptune_prompt::{ClassifierHead, PromptedBatch, SoftPrompt};

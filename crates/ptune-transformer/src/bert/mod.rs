@@ -187,7 +187,7 @@ impl<B: FrozenOps> Bert<B> {
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
         let mask = attention_mask(b, s, n_prefix, 0, input.padding_mask, slot_mask, false, &device);
-        let bias = attention_bias(mask);
+        let bias = attention_bias(mask, x.dtype());
         let mut key_values = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);

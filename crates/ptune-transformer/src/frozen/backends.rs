@@ -5,7 +5,11 @@
 use super::FrozenOps;
 
 #[cfg(feature = "ndarray")]
-impl FrozenOps for burn::backend::NdArray {}
+impl FrozenOps for burn::backend::NdArray<f32> {}
+
+/// f64, for the finite-difference tests.
+#[cfg(feature = "ndarray")]
+impl FrozenOps for burn::backend::NdArray<f64> {}
 
 #[cfg(feature = "wgpu")]
 impl FrozenOps for burn::backend::Wgpu {}

@@ -9,6 +9,12 @@ use burn::tensor::Tensor;
 
 use super::{prim, tensor, NormKind, NormSaved};
 
+/// `1/x` by an exact division. (Burn's `recip` is not exact on every backend: burn-ndarray's SIMD
+/// path uses the CPU's approximate reciprocal, ~1e-4 relative, and only for aligned buffers.)
+fn reciprocal<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    x.ones_like() / x
+}
+
 /// # Shapes
 /// - x: `[n, d]`, gamma/beta: `[d]` → (`[n, d]`, x̂ `[n, d]`, rstd `[n, 1]`)
 pub fn norm_train<B: Backend>(
@@ -23,12 +29,12 @@ pub fn norm_train<B: Backend>(
     let (xhat, rstd) = match kind {
         NormKind::Layer => {
             let centered = x.clone() - x.mean_dim(1);
-            let var = centered.clone().powi_scalar(2).mean_dim(1);
-            let rstd = var.add_scalar(eps).sqrt().recip();
+            let var = centered.clone().square().mean_dim(1);
+            let rstd = reciprocal(var.add_scalar(eps).sqrt());
             (centered * rstd.clone(), rstd)
         }
         NormKind::Rms => {
-            let rstd = x.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip();
+            let rstd = reciprocal(x.clone().square().mean_dim(1).add_scalar(eps).sqrt());
             (x * rstd.clone(), rstd)
         }
     };
@@ -36,6 +42,7 @@ pub fn norm_train<B: Backend>(
     if let Some(beta) = beta {
         y = y + tensor::<B, 1>(beta).unsqueeze::<2>();
     }
+
     (prim(y), NormSaved { xhat: prim(xhat), rstd: prim(rstd) })
 }
 
@@ -71,7 +78,7 @@ pub fn gelu_backward<B: Backend>(grad: FloatTensor<B>, x: FloatTensor<B>) -> Flo
     let x = tensor::<B, 1>(x);
     let cdf = (x.clone() / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5);
     let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-    let pdf = (x.clone().powi_scalar(2).mul_scalar(-0.5)).exp().mul_scalar(inv_sqrt_2pi);
+    let pdf = x.clone().square().mul_scalar(-0.5).exp().mul_scalar(inv_sqrt_2pi);
     prim(tensor::<B, 1>(grad) * (cdf + x * pdf))
 }
 

@@ -52,6 +52,27 @@ fn map_rows(
     out
 }
 
+/// The f32 buffer of a tensor that owns exactly its elements in row-major order (a fresh product
+/// or activation), for kernels that overwrite their input; `None` when it is shared, strided or
+/// not f32.
+fn exclusive(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let n = t.shape().num_elements();
+    if t.dtype() != DType::F32 || !t.is_contiguous() || t.layout().start_offset() != 0 {
+        return None;
+    }
+    t.try_storage_mut::<f32>().filter(|buf| buf.len() == n)
+}
+
+/// Runs `f(row, row_index)` over the rows of `buf` in place, in parallel.
+fn rows_in_place(buf: &mut [f32], row_len: usize, f: impl Fn(&mut [f32], usize) + Sync) {
+    let per = rows_per_task(row_len);
+    buf.par_chunks_mut(per * row_len).enumerate().for_each(|(task, rows)| {
+        for (i, row) in rows.chunks_mut(row_len).enumerate() {
+            f(row, task * per + i);
+        }
+    });
+}
+
 /// Element-wise map of equal-length slices, in parallel.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
@@ -159,9 +180,16 @@ impl FrozenOps for Flex {
     }
 
     fn frozen_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let gelu = |v: f32| v * (0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)));
+        let mut x = x;
+        if let Some(buf) = exclusive(&mut x) {
+            // Nobody else holds the input (the inference path): overwrite it.
+            buf.par_chunks_mut(MIN_TASK).for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+            return x;
+        }
         let Some(xc) = contiguous(&x) else { return composed::gelu::<Self>(x) };
         let xs = values(&xc);
-        let out = map2(xs, xs, |v, _| v * (0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))));
+        let out = map2(xs, xs, |v, _| gelu(v));
         from_vec(out, xc.shape())
     }
 
@@ -231,30 +259,42 @@ impl FrozenOps for Flex {
         let s_k = dims4(&scores)[3];
         let bias = bias.as_ref().and_then(contiguous);
         let bias_values = bias.as_ref().map(values);
-        let Some(ss) = contiguous(&scores) else { unreachable_f32() };
+        let bias_batch = bias.as_ref().map_or(1, |t| t.shape()[0].max(1));
         let scale = scale as f32;
-        let p = map_rows(values(&ss), s_k, |x, o, row| {
+        // Scale, bias and softmax in one pass over each row of scores, in place.
+        let softmax = |row: &mut [f32], r: usize| {
             let bias_row = bias_values.map(|bv| {
-                let (bi, i) = (row / (h * s_q), row % s_q);
+                let (bi, i) = ((r / (h * s_q)) % bias_batch, r % s_q);
                 &bv[(bi * s_q + i) * s_k..(bi * s_q + i + 1) * s_k]
             });
             let mut max = f32::NEG_INFINITY;
-            for j in 0..s_k {
-                let t = x[j] * scale + bias_row.map_or(0.0, |r| r[j]);
-                o[j] = t;
-                max = max.max(t);
+            for (j, t) in row.iter_mut().enumerate() {
+                *t = *t * scale + bias_row.map_or(0.0, |b| b[j]);
+                max = max.max(*t);
             }
             let mut sum = 0.0f32;
-            for t in o.iter_mut() {
+            for t in row.iter_mut() {
                 *t = (*t - max).exp();
                 sum += *t;
             }
-            for t in o.iter_mut() {
+            for t in row.iter_mut() {
                 *t /= sum;
             }
-        });
+        };
+        let mut scores = scores;
+        let p = match exclusive(&mut scores) {
+            Some(buf) => {
+                rows_in_place(buf, s_k, softmax);
+                scores
+            }
+            None => {
+                let Some(ss) = contiguous(&scores) else { unreachable_f32() };
+                let mut buf = values(&ss).to_vec();
+                rows_in_place(&mut buf, s_k, softmax);
+                from_vec(buf, ss.shape())
+            }
+        };
         let _ = b;
-        let p = from_vec(p, ss.shape());
         (Flex::float_matmul(p.clone(), v), p)
     }
 
@@ -279,19 +319,31 @@ impl FrozenOps for Flex {
             return [None, None, dv];
         }
         let v = repeat_kv(v, h, n_kv);
-        let dp = Flex::float_matmul(grad, Flex::float_transpose(v));
+        let mut dp = Flex::float_matmul(grad, Flex::float_transpose(v));
         let s_k = dims4(&dp)[3];
-        let (Some(dpc), Some(pc)) = (contiguous(&dp), contiguous(&p)) else { unreachable_f32() };
+        let Some(pc) = contiguous(&p) else { unreachable_f32() };
         let ps = values(&pc);
         let scale = scale as f32;
-        let ds = map_rows(values(&dpc), s_k, |dp, o, row| {
-            let p = &ps[row * s_k..(row + 1) * s_k];
-            let dot: f32 = p.iter().zip(dp).map(|(a, b)| a * b).sum();
-            for j in 0..s_k {
-                o[j] = p[j] * (dp[j] - dot) * scale;
+        // ds = p ⊙ (dp − rowsum(p ⊙ dp)) · scale, in place over dp.
+        let ds_row = |dp: &mut [f32], r: usize| {
+            let p = &ps[r * s_k..(r + 1) * s_k];
+            let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
+            for (d, &pj) in dp.iter_mut().zip(p) {
+                *d = pj * (*d - dot) * scale;
             }
-        });
-        let ds = from_vec(ds, dpc.shape());
+        };
+        let ds = match exclusive(&mut dp) {
+            Some(buf) => {
+                rows_in_place(buf, s_k, ds_row);
+                dp
+            }
+            None => {
+                let Some(dpc) = contiguous(&dp) else { unreachable_f32() };
+                let mut buf = values(&dpc).to_vec();
+                rows_in_place(&mut buf, s_k, ds_row);
+                from_vec(buf, dpc.shape())
+            }
+        };
         let dq = need[0].then(|| Flex::float_matmul(ds.clone(), repeat_kv(k, h, n_kv)));
         let dk =
             need[1].then(|| sum_groups(Flex::float_matmul(Flex::float_transpose(ds), q), n_kv));

@@ -223,16 +223,10 @@ impl<B: FrozenOps> Llama<B> {
         let padding = cat_padding(cache.padding.take(), n_past, input.padding_mask, b, s, &device);
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
-        let bias = attention_bias(attention_mask(
-            b,
-            s,
-            n_prefix,
-            n_past,
-            padding.clone(),
-            slot_mask,
-            true,
-            &device,
-        ));
+        let bias = attention_bias(
+            attention_mask(b, s, n_prefix, n_past, padding.clone(), slot_mask, true, &device),
+            input.embeds.dtype(),
+        );
         let mut x = input.embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
