@@ -59,7 +59,17 @@ fn value_and_grads<B: AutodiffBackend, const D: usize, const O: usize>(
     (out.inner(), g)
 }
 
-const TOL: f32 = 2e-5;
+/// Tolerance of the comparisons. Relative to the reference's magnitude (see `max_diff`); on
+/// ndarray the reference itself is only good to ~1e-4: Burn's autodiff divides through
+/// burn-ndarray's SIMD reciprocal, which is the CPU's approximate one (and used only on aligned
+/// buffers, so the error moves between runs).
+fn tol<B: Backend>() -> f32 {
+    if std::any::type_name::<B>().contains("NdArray") {
+        3e-4
+    } else {
+        2e-5
+    }
+}
 
 fn check_norm<B: AutodiffBackend + FrozenOps>(kind: NormKind)
 where
@@ -95,9 +105,9 @@ where
     });
     let (fd, rd) = (fused.dtype(), reference.dtype());
     let d = max_diff(fused, reference);
-    assert!(d < TOL, "{kind:?} output differs by {d} ({fd:?} / {rd:?})");
+    assert!(d < tol::<B>(), "{kind:?} output differs by {d} ({fd:?} / {rd:?})");
     let dg = max_diff(fused_g[0].clone(), ref_g[0].clone());
-    assert!(dg < TOL, "{kind:?} input gradient differs by {dg}");
+    assert!(dg < tol::<B>(), "{kind:?} input gradient differs by {dg}");
 }
 
 fn check_gelu_swiglu<B: AutodiffBackend + FrozenOps>()
@@ -114,8 +124,8 @@ where
         let x = v[0].clone();
         x.clone() * (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
     });
-    assert!(max_diff(fused, reference) < TOL, "gelu output");
-    assert!(max_diff(fg[0].clone(), rg[0].clone()) < TOL, "gelu gradient");
+    assert!(max_diff(fused, reference) < tol::<B>(), "gelu output");
+    assert!(max_diff(fg[0].clone(), rg[0].clone()) < tol::<B>(), "gelu gradient");
 
     let (fused, fg) = value_and_grads::<B, 1, 1>(&[x.clone(), u.clone()], &w, |v| {
         frozen::swiglu(v[0].clone(), v[1].clone())
@@ -123,9 +133,9 @@ where
     let (reference, rg) = value_and_grads::<B, 1, 1>(&[x, u], &w, |v| {
         burn::tensor::activation::silu(v[0].clone()) * v[1].clone()
     });
-    assert!(max_diff(fused, reference) < TOL, "swiglu output");
+    assert!(max_diff(fused, reference) < tol::<B>(), "swiglu output");
     for i in 0..2 {
-        assert!(max_diff(fg[i].clone(), rg[i].clone()) < TOL, "swiglu gradient {i}");
+        assert!(max_diff(fg[i].clone(), rg[i].clone()) < tol::<B>(), "swiglu gradient {i}");
     }
 }
 
@@ -171,10 +181,10 @@ where
     };
     let (fused, fg) = run(true);
     let (reference, rg) = run(false);
-    assert!(max_diff(fused, reference) < TOL, "attention output");
+    assert!(max_diff(fused, reference) < tol::<B>(), "attention output");
     for (i, name) in ["q", "k", "v"].iter().enumerate() {
         let d = max_diff(fg[i].clone(), rg[i].clone());
-        assert!(d < TOL, "attention d{name} differs by {d} ({heads}/{kv_heads} heads)");
+        assert!(d < tol::<B>(), "attention d{name} differs by {d} ({heads}/{kv_heads} heads)");
     }
 }
 
@@ -201,8 +211,8 @@ where
         );
         x * c.clone() + rotated * sn.clone()
     });
-    assert!(max_diff(fused, reference) < TOL, "rope output");
-    assert!(max_diff(fg[0].clone(), rg[0].clone()) < TOL, "rope gradient");
+    assert!(max_diff(fused, reference) < tol::<B>(), "rope output");
+    assert!(max_diff(fg[0].clone(), rg[0].clone()) < tol::<B>(), "rope gradient");
 }
 
 fn check_all<B: AutodiffBackend + FrozenOps>()
@@ -275,7 +285,7 @@ fn check_bias_matches_fill<B: FrozenOps>() {
         let reference = burn::tensor::activation::softmax(filled, 3).matmul(v.clone());
         let fused = frozen::attention(q, k, v, Some(bias));
         let d = max_diff(fused, reference);
-        assert!(d < TOL, "bias vs fill differ by {d} (causal {causal})");
+        assert!(d < tol::<B>(), "bias vs fill differ by {d} (causal {causal})");
     }
 }
 
