@@ -304,15 +304,19 @@ pub fn results(args: &[String]) -> Result<()> {
                 secs.unwrap_or(f64::NAN)
             ));
             // Sample generations for three dev meaning representations.
+            // Run from the repository root with the run's relative path, so the page it goes
+            // into names no path of this machine.
+            let relative = out.strip_prefix(&root).unwrap_or(&out);
             let output = Command::new(&exe)
+                .current_dir(&root)
                 .args(["--backend", "flex", "eval"])
-                .arg(&out)
+                .arg(relative)
                 .args(["--split", "dev", "--eval-sources", "3"])
                 .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
                 .output()?;
             samples.push_str(&format!(
                 "\n{label} (`ptune eval {} --split dev --eval-sources 3`):\n\n```text\n{}```\n",
-                out.strip_prefix(&root).unwrap_or(&out).display(),
+                relative.display(),
                 String::from_utf8_lossy(&output.stdout)
             ));
         }
