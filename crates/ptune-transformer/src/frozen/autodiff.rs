@@ -115,16 +115,6 @@ impl<B: FrozenOps, C: CheckpointStrategy> FrozenOps for Autodiff<B, C> {
         }
     }
 
-    fn frozen_norm_train(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: Option<FloatTensor<Self>>,
-        eps: f64,
-        kind: NormKind,
-    ) -> (FloatTensor<Self>, NormSaved<Self>) {
-        composed::norm_train::<Self>(x, gamma, beta, eps, kind)
-    }
-
     fn frozen_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -179,16 +169,6 @@ impl<B: FrozenOps, C: CheckpointStrategy> FrozenOps for Autodiff<B, C> {
                 prep.finish(B::frozen_attention(q.primitive, k.primitive, v.primitive, bias, scale))
             }
         }
-    }
-
-    fn frozen_attention_train(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        scale: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        composed::attention_train::<Self>(q, k, v, bias, scale)
     }
 
     fn frozen_rope(

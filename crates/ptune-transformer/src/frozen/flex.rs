@@ -73,6 +73,23 @@ fn rows_in_place(buf: &mut [f32], row_len: usize, f: impl Fn(&mut [f32], usize) 
     });
 }
 
+/// Runs `f(row, row_index)` over the rows of `t` (an f32 tensor), in place when nobody else holds
+/// its buffer, else on a copy.
+fn rows_in_place_or_copy(
+    mut t: FlexTensor,
+    row_len: usize,
+    f: impl Fn(&mut [f32], usize) + Sync,
+) -> FlexTensor {
+    if let Some(buf) = exclusive(&mut t) {
+        rows_in_place(buf, row_len, f);
+        return t;
+    }
+    let Some(tc) = contiguous(&t) else { unreachable_f32() };
+    let mut buf = values(&tc).to_vec();
+    rows_in_place(&mut buf, row_len, f);
+    from_vec(buf, tc.shape())
+}
+
 /// Element-wise map of equal-length slices, in parallel.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
@@ -86,11 +103,59 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
+/// One row of a norm: writes `y = x̂·γ (+ β)` (and `x̂` when asked), returns `rstd`.
+fn norm_row(
+    x: &[f32],
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    eps: f32,
+    kind: NormKind,
+    y: &mut [f32],
+    mut xhat: Option<&mut [f32]>,
+) -> f32 {
+    let inv_d = 1.0 / x.len() as f32;
+    let mean = match kind {
+        NormKind::Layer => x.iter().sum::<f32>() * inv_d,
+        NormKind::Rms => 0.0,
+    };
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() * inv_d;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for (j, (yo, &v)) in y.iter_mut().zip(x).enumerate() {
+        let h = (v - mean) * rstd;
+        if let Some(xh) = xhat.as_deref_mut() {
+            xh[j] = h;
+        }
+        *yo = h * gamma[j] + beta.map_or(0.0, |b| b[j]);
+    }
+    rstd
+}
+
 fn erf(x: f32) -> f32 {
     libm::erff(x)
 }
 
 impl FrozenOps for Flex {
+    fn frozen_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: Option<FloatTensor<Self>>,
+        eps: f64,
+        kind: NormKind,
+    ) -> FloatTensor<Self> {
+        let (Some(xc), Some(g)) = (contiguous(&x), contiguous(&gamma)) else {
+            return composed::norm_train::<Self>(x, gamma, beta, eps, kind).0;
+        };
+        let bc = beta.as_ref().and_then(contiguous);
+        let shape = xc.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (xs, gs, bs) = (values(&xc), values(&g), bc.as_ref().map(values));
+        // The inference path: only the output, no x̂ kept.
+        let y = map_rows(xs, d, |x, y, _| {
+            norm_row(x, gs, bs, eps as f32, kind, y, None);
+        });
+        from_vec(y, shape)
+    }
+
     fn frozen_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -118,19 +183,7 @@ impl FrozenOps for Flex {
                 for (((y, xh), r), x) in
                     y.chunks_mut(d).zip(xhat.chunks_mut(d)).zip(rstd.iter_mut()).zip(xs.chunks(d))
                 {
-                    let inv_d = 1.0 / d as f32;
-                    let mean = match kind {
-                        NormKind::Layer => x.iter().sum::<f32>() * inv_d,
-                        NormKind::Rms => 0.0,
-                    };
-                    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() * inv_d;
-                    let rs = 1.0 / (var + eps as f32).sqrt();
-                    *r = rs;
-                    for (j, ((yo, xo), &v)) in y.iter_mut().zip(xh.iter_mut()).zip(x).enumerate() {
-                        let h = (v - mean) * rs;
-                        *xo = h;
-                        *yo = h * gs[j] + bs.map_or(0.0, |b| b[j]);
-                    }
+                    *r = norm_row(x, gs, bs, eps as f32, kind, y, Some(xh));
                 }
             });
         let rows = Shape::new([n, 1]);
@@ -252,7 +305,7 @@ impl FrozenOps for Flex {
         if q.dtype() != DType::F32 {
             return composed::attention_train::<Self>(q, k, v, bias, scale);
         }
-        let [b, h, s_q, _] = dims4(&q);
+        let [_, h, s_q, _] = dims4(&q);
         let n_kv = dims4(&k)[1];
         let (k, v) = (repeat_kv(k, h, n_kv), repeat_kv(v, h, n_kv));
         let scores = Flex::float_matmul(q, Flex::float_transpose(k));
@@ -281,20 +334,7 @@ impl FrozenOps for Flex {
                 *t /= sum;
             }
         };
-        let mut scores = scores;
-        let p = match exclusive(&mut scores) {
-            Some(buf) => {
-                rows_in_place(buf, s_k, softmax);
-                scores
-            }
-            None => {
-                let Some(ss) = contiguous(&scores) else { unreachable_f32() };
-                let mut buf = values(&ss).to_vec();
-                rows_in_place(&mut buf, s_k, softmax);
-                from_vec(buf, ss.shape())
-            }
-        };
-        let _ = b;
+        let p = rows_in_place_or_copy(scores, s_k, softmax);
         (Flex::float_matmul(p.clone(), v), p)
     }
 
@@ -319,7 +359,7 @@ impl FrozenOps for Flex {
             return [None, None, dv];
         }
         let v = repeat_kv(v, h, n_kv);
-        let mut dp = Flex::float_matmul(grad, Flex::float_transpose(v));
+        let dp = Flex::float_matmul(grad, Flex::float_transpose(v));
         let s_k = dims4(&dp)[3];
         let Some(pc) = contiguous(&p) else { unreachable_f32() };
         let ps = values(&pc);
@@ -332,18 +372,7 @@ impl FrozenOps for Flex {
                 *d = pj * (*d - dot) * scale;
             }
         };
-        let ds = match exclusive(&mut dp) {
-            Some(buf) => {
-                rows_in_place(buf, s_k, ds_row);
-                dp
-            }
-            None => {
-                let Some(dpc) = contiguous(&dp) else { unreachable_f32() };
-                let mut buf = values(&dpc).to_vec();
-                rows_in_place(&mut buf, s_k, ds_row);
-                from_vec(buf, dpc.shape())
-            }
-        };
+        let ds = rows_in_place_or_copy(dp, s_k, ds_row);
         let dq = need[0].then(|| Flex::float_matmul(ds.clone(), repeat_kv(k, h, n_kv)));
         let dk =
             need[1].then(|| sum_groups(Flex::float_matmul(Flex::float_transpose(ds), q), n_kv));

@@ -5,7 +5,7 @@ mod load;
 mod rope;
 
 pub use load::load_llama;
-pub use rope::{apply_rope, rope_tables};
+pub use rope::rope_tables;
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -171,8 +171,8 @@ impl<B: FrozenOps> LlamaAttention<B> {
         let k =
             dense(&self.k_proj, x.clone()).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
         let v = dense(&self.v_proj, x).reshape([b, s, self.num_kv_heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(q, cos, sin);
-        let k = apply_rope(k, cos, sin);
+        let q = frozen::rope(q, cos, sin);
+        let k = frozen::rope(k, cos, sin);
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),

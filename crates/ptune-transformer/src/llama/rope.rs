@@ -32,16 +32,3 @@ pub fn rope_tables<B: Backend>(
         Tensor::from_data(TensorData::new(sin, [b, 1, s, head_dim]), device),
     )
 }
-
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[.., half..], x[.., ..half])`
-/// (the fused frozen op [`crate::frozen::rope`]).
-///
-/// # Shapes
-/// - x: `[b, heads, s, head_dim]`, cos/sin: `[b, 1, s, head_dim]` → `[b, heads, s, head_dim]`
-pub fn apply_rope<B: crate::frozen::FrozenOps>(
-    x: Tensor<B, 4>,
-    cos: &Tensor<B, 4>,
-    sin: &Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    crate::frozen::rope(x, cos, sin)
-}
