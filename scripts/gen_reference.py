@@ -8,9 +8,10 @@ Reference stack: scripts/requirements.txt (torch CPU, transformers 4.57.6). Run 
     .venv-ref/bin/python scripts/gen_reference.py
 
 Writes crates/ptune-transformer/tests/fixtures/:
-  tiny-bert/{config.json, model.safetensors}, tiny-llama/{...}: small random models (seeded);
-  tiny_bert_reference.json, tiny_llama_reference.json: their outputs on fixed inputs, plain, with a
-      padding mask, and with a random prefix passed as past_key_values (a DynamicCache, as PEFT does);
+  tiny-bert/{config.json, model.safetensors}, tiny-llama/{...}, tiny-roberta/{...}, tiny-qwen2/{...}:
+      small random models (seeded);
+  tiny_<model>_reference.json: their outputs on fixed inputs, plain, with a padding mask, and with
+      a random prefix passed as past_key_values (a DynamicCache, as PEFT does);
   minilm_reference.json: real all-MiniLM-L6-v2 token ids and last hidden states on fixed sentences;
   smollm2_reference.json: real SmolLM2-135M-Instruct (GGUF, dequantized by transformers) token ids,
       logits slices and greedy continuations.
@@ -37,6 +38,10 @@ from transformers import (  # noqa: E402
     DynamicCache,
     LlamaConfig,
     LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    RobertaConfig,
+    RobertaModel,
 )
 
 assert transformers.__version__ == "4.57.6", transformers.__version__
@@ -74,20 +79,15 @@ def prefix_cache(prefix):
     return cache
 
 
-def tiny_bert():
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=40, type_vocab_size=2,
-                     layer_norm_eps=1e-12, attn_implementation="eager")
-    torch.manual_seed(0)
-    model = BertModel(cfg, add_pooling_layer=True).eval()
-    randomize(model, 1)
-    model.save_pretrained(OUT / "tiny-bert", safe_serialization=True)
+def encoder_fixture(name, model, low_id, types_from):
+    """Writes tiny-<name>/ and tiny_<name>_reference.json for a BERT-family encoder (vocab 120)."""
+    model.save_pretrained(OUT / f"tiny-{name}", safe_serialization=True)
     g = torch.Generator().manual_seed(2)
-    ids = torch.randint(1, 120, (2, 7), generator=g)
+    ids = torch.randint(low_id, 120, (2, 7), generator=g)
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, 5:] = 0
     types = torch.zeros(2, 7, dtype=torch.long)
-    types[:, 4:] = 1
+    types[:, types_from:] = 1
     n_prefix, hd = 3, 8
     prefix = [(torch.randn(2, 4, n_prefix, hd, generator=g), torch.randn(2, 4, n_prefix, hd, generator=g))
               for _ in range(2)]
@@ -104,19 +104,36 @@ def tiny_bert():
         "prefix_keys": [t2j(k) for k, _ in prefix], "prefix_values": [t2j(v) for _, v in prefix],
         "prefix_last_hidden": t2j(pre.last_hidden_state),
     }
-    (OUT / "tiny_bert_reference.json").write_text(json.dumps(ref))
+    (OUT / f"tiny_{name}_reference.json").write_text(json.dumps(ref))
 
 
-def tiny_llama():
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=False,
-                      attn_implementation="eager")
+def tiny_bert():
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=40, type_vocab_size=2,
+                     layer_norm_eps=1e-12, attn_implementation="eager")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    randomize(model, 3)
-    model.save_pretrained(OUT / "tiny-llama", safe_serialization=True)
-    g = torch.Generator().manual_seed(4)
+    model = BertModel(cfg, add_pooling_layer=True).eval()
+    randomize(model, 1)
+    encoder_fixture("bert", model, 1, 4)
+
+
+def tiny_roberta():
+    # RoBERTa: positions from pad_token_id + 1 = 2, one token type, LayerNorm eps 1e-5. Ids start at 3
+    # so that no input token is the padding id (HF derives positions from the ids).
+    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=42, type_vocab_size=1,
+                        layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        attn_implementation="eager")
+    torch.manual_seed(0)
+    model = RobertaModel(cfg, add_pooling_layer=True).eval()
+    randomize(model, 5)
+    encoder_fixture("roberta", model, 3, 7)
+
+
+def decoder_fixture(name, model, seed):
+    """Writes tiny-<name>/ and tiny_<name>_reference.json for a Llama-family decoder (vocab 128)."""
+    model.save_pretrained(OUT / f"tiny-{name}", safe_serialization=True)
+    g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 128, (2, 6), generator=g)
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, 4:] = 0
@@ -136,7 +153,30 @@ def tiny_llama():
         "prefix_keys": [t2j(k) for k, _ in prefix], "prefix_values": [t2j(v) for _, v in prefix],
         "prefix_logits": t2j(pre.logits),
     }
-    (OUT / "tiny_llama_reference.json").write_text(json.dumps(ref))
+    (OUT / f"tiny_{name}_reference.json").write_text(json.dumps(ref))
+
+
+def tiny_llama():
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=False,
+                      attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    randomize(model, 3)
+    decoder_fixture("llama", model, 4)
+
+
+def tiny_qwen2():
+    # Qwen2: biases on q/k/v (randomized like every other parameter), tied embeddings.
+    cfg = Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-6, rope_theta=1000.0, tie_word_embeddings=True,
+                      use_sliding_window=False, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    randomize(model, 6)
+    decoder_fixture("qwen2", model, 7)
 
 
 MINILM_SENTENCES = [
@@ -290,7 +330,8 @@ if __name__ == "__main__":
     import sys
     OUT.mkdir(parents=True, exist_ok=True)
     PEFT_OUT.mkdir(parents=True, exist_ok=True)
-    steps = {"tiny_bert": tiny_bert, "tiny_llama": tiny_llama, "minilm": minilm, "smollm2": smollm2,
+    steps = {"tiny_bert": tiny_bert, "tiny_llama": tiny_llama, "tiny_roberta": tiny_roberta,
+             "tiny_qwen2": tiny_qwen2, "minilm": minilm, "smollm2": smollm2,
              "peft_adapters": peft_adapters, "roundtrip": roundtrip}
     for name in sys.argv[1:] or [k for k in steps if k != "roundtrip"]:
         steps[name]()

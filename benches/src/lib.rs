@@ -21,11 +21,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use ptune_data::tasks::LmExample;
-use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
-use ptune_prompt::p_tuning_v2::PTuningV2Config;
-use ptune_prompt::prefix_tuning::PrefixTuningConfig;
-use ptune_prompt::prompt_tuning::PromptTuningConfig;
-use ptune_prompt::{ClassifierHeadConfig, SoftPrompt};
+use ptune_prompt::{ClassifierHeadConfig, EncoderKind, MethodKind, MethodOptions, SoftPrompt};
 use ptune_train::classify::{cross_entropy, pooled};
 use ptune_train::lm::target_loss;
 use ptune_train::Pooling;
@@ -35,6 +31,23 @@ use ptune_transformer::{load_model, AnyBackbone, Backbone};
 /// The methods benchmarked, by name.
 pub const METHODS: [&str; 5] =
     ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm", "prefix-tuning", "p-tuning-v2"];
+
+/// The registry's method and options behind each of [`METHODS`]: `VIRTUAL_TOKENS` virtual tokens,
+/// P-Tuning's encoders 128 wide, every other option the method's default (as the PEFT peer script).
+pub fn method(name: &str) -> Result<(MethodKind, MethodOptions)> {
+    let options = |encoder: Option<EncoderKind>, hidden: Option<usize>| MethodOptions {
+        virtual_tokens: Some(VIRTUAL_TOKENS),
+        encoder,
+        encoder_hidden: hidden,
+        ..MethodOptions::default()
+    };
+    Ok(match name {
+        "p-tuning-mlp" => (MethodKind::PTuning, options(Some(EncoderKind::Mlp), Some(128))),
+        "p-tuning-lstm" => (MethodKind::PTuning, options(Some(EncoderKind::Lstm), Some(128))),
+        other if METHODS.contains(&other) => (other.parse()?, options(None, None)),
+        other => bail!("unknown method `{other}` ({})", METHODS.join(", ")),
+    })
+}
 
 /// The models benchmarked, by name (fetched by `cargo xtask fetch`).
 pub const MODELS: [&str; 2] = ["minilm", "smollm2"];
@@ -65,26 +78,13 @@ pub fn rows(model: &str) -> Result<Vec<Vec<u32>>> {
         .collect())
 }
 
-/// A soft prompt of `method` for `backbone`.
+/// A soft prompt of `method` (one of [`METHODS`]) for `backbone`, built through the registry.
 pub fn prompt<B: AutodiffBackend + FrozenOps>(
-    method: &str,
-    backbone: &AnyBackbone<B>,
+    method_name: &str,
+    backbone: &dyn Backbone<B>,
 ) -> Result<SoftPrompt<B>> {
-    let n = VIRTUAL_TOKENS;
-    Ok(match method {
-        "prompt-tuning" => PromptTuningConfig::new(n).init(backbone, None)?,
-        "p-tuning-mlp" => PTuningConfig::new(n)
-            .with_encoder(PTuningEncoder::Mlp { hidden: 128 })
-            .init(backbone, None)?,
-        "p-tuning-lstm" => PTuningConfig::new(n)
-            .with_encoder(PTuningEncoder::Lstm { hidden: 128, paper: false })
-            .init(backbone, None)?,
-        "prefix-tuning" => {
-            PrefixTuningConfig::new(n).with_projection(Some(512)).init(backbone, None)?
-        }
-        "p-tuning-v2" => PTuningV2Config::new(n).init(backbone, None)?,
-        other => bail!("unknown method `{other}` ({})", METHODS.join(", ")),
-    })
+    let (kind, options) = method(method_name)?;
+    Ok(kind.build(&options, backbone, None)?)
 }
 
 /// The trainable part of a workload: the prompt, and for the encoder its classification head.
@@ -123,7 +123,9 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
         let backbone = load_model::<B>(&dir, &device)?.backbone;
         B::seed(&device, 0);
         let prompt = prompt(method, &backbone)?;
-        let head = matches!(backbone, AnyBackbone::Bert(_))
+        let head = backbone
+            .as_encoder()
+            .is_some()
             .then(|| ClassifierHeadConfig::new(backbone.dims().hidden_size, 2).init(&device));
         Ok(Self {
             rows: rows(model)?,

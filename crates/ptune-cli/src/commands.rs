@@ -1,14 +1,24 @@
 //! The subcommands, generic over the backend.
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{check_ids, load_model, AnyBackbone, Backbone, BackboneInput, LoadedModel};
+use ptune_transformer::{check_ids, load_model, Backbone, BackboneInput, LoadedModel};
 
-use crate::Command;
+use crate::backend::OnBackend;
+use crate::cli::Command;
 
-pub fn run<B: FrozenOps>(command: Command) -> Result<()> {
+/// One subcommand (all but `compare`, which runs on several backends), on the chosen backend.
+pub struct Run(pub Command);
+
+impl OnBackend for Run {
+    type Output = ();
+    fn run<B: FrozenOps>(self) -> Result<()> {
+        run::<B>(self.0)
+    }
+}
+
+fn run<B: FrozenOps>(command: Command) -> Result<()> {
     let device = B::Device::default();
     match command {
         Command::Info { model, json } => {
@@ -41,13 +51,7 @@ pub fn run<B: FrozenOps>(command: Command) -> Result<()> {
         Command::Eval(args) => crate::run::eval::<B>(args),
         Command::Predict(args) => crate::run::predict_texts::<B>(args),
         Command::Generate(args) => crate::run::generate_text::<B>(args),
-        Command::Compare(args) => {
-            crate::compare::print(&[(
-                crate::backend::BackendChoice::default(),
-                crate::compare::job::<burn::backend::Autodiff<B>>(&args)?,
-            )]);
-            Ok(())
-        }
+        Command::Compare(_) => bail!("`compare` runs on several backends: main dispatches it"),
         Command::Params { model, virtual_tokens, encoder_hidden } => {
             let loaded = load_model::<B>(&model, &device)?;
             params(&loaded, virtual_tokens, encoder_hidden)
@@ -59,11 +63,10 @@ pub fn run<B: FrozenOps>(command: Command) -> Result<()> {
         Command::Complete { model, text, max_tokens } => {
             let loaded = load_model::<B>(&model, &device)?;
             let ids = tokenize(&loaded, &text)?;
-            let AnyBackbone::Llama(llama) = &loaded.backbone else {
+            let Some(decoder) = loaded.backbone.as_decoder() else {
                 bail!("`complete` needs a decoder; {} is an encoder", model.display());
             };
-            let eos = llama.config.eos_token_id.map(|e| e as u32);
-            let new_ids = llama.generate_greedy(&ids, max_tokens, eos)?;
+            let new_ids = decoder.generate_greedy(&ids, max_tokens, decoder.eos_token_id())?;
             let tokenizer = loaded.tokenizer.as_ref().context("model has no tokenizer")?;
             println!("{}{}", text, tokenizer.decode(&new_ids)?);
             Ok(())
@@ -129,19 +132,19 @@ fn params<B: FrozenOps>(loaded: &LoadedModel<B>, n: usize, hidden: Option<usize>
         param_row(
             "P-Tuning (MLP)",
             &PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Mlp { hidden: h_input })
+                .with_encoder(PTuningEncoder::Mlp { hidden: Some(h_input) })
                 .init(b, tok)?,
         ),
         param_row(
             "P-Tuning (LSTM, PEFT)",
             &PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Lstm { hidden: h_input, paper: false })
+                .with_encoder(PTuningEncoder::Lstm { hidden: Some(h_input), paper: false })
                 .init(b, tok)?,
         ),
         param_row(
             "P-Tuning (LSTM, paper)",
             &PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Lstm { hidden: 0, paper: true })
+                .with_encoder(PTuningEncoder::Lstm { hidden: None, paper: true })
                 .init(b, tok)?,
         ),
         param_row(

@@ -22,7 +22,7 @@ use ptune_train::classify::{cross_entropy, evaluate, pooled};
 use ptune_train::{Classifier, Pooling};
 use ptune_transformer::{load_model, Backbone};
 
-use crate::backend::BackendChoice;
+use crate::backend::{BackendChoice, OnBackend};
 
 /// Options of `ptune compare`.
 #[derive(Debug, Clone, Args)]
@@ -59,7 +59,17 @@ pub struct JobResult {
 }
 
 /// Runs the job on backend `B`.
-pub fn job<B: AutodiffBackend + FrozenOps>(args: &CompareArgs) -> Result<JobResult> {
+/// The compare job on one backend (see [`crate::backend::with_backend`]).
+pub struct Job<'a>(pub &'a CompareArgs);
+
+impl OnBackend for Job<'_> {
+    type Output = JobResult;
+    fn run<B: FrozenOps>(self) -> Result<JobResult> {
+        job::<burn::backend::Autodiff<B>>(self.0)
+    }
+}
+
+fn job<B: AutodiffBackend + FrozenOps>(args: &CompareArgs) -> Result<JobResult> {
     let device = B::Device::default();
     let path = crate::train::resolve_model(&args.model)?;
     let loaded = load_model::<B>(&path, &device)?;

@@ -8,16 +8,16 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use ptune_prompt::adapter::load_adapter;
 use ptune_prompt::SoftPrompt;
-use ptune_train::classify::{evaluate, predict};
+use ptune_train::classify::evaluate;
 use ptune_train::generate::{generate, Decoding, GenerationConfig};
 use ptune_train::lm::{
     cloze_predict, generate_all, generation_scores, mean_target_loss, ReferenceSet,
 };
 use ptune_train::tagging::{predict_tags, tagging_scores};
-use ptune_train::Classifier;
+use ptune_train::{Classifier, GenerateOptions, Generator, TextClassifier};
 use ptune_transformer::{load_model, AnyBackbone, Backbone, TextTokenizer};
 
-use crate::task::{load_data, templated, TaskData, TaskInfo, TaskKind};
+use crate::task::{load_data, TaskData, TaskInfo, TaskKind};
 use crate::train::{eos_of, resolve_model};
 
 /// Options of `ptune eval`.
@@ -197,7 +197,6 @@ pub fn eval<B: FrozenOps>(a: EvalArgs) -> Result<()> {
 
 /// `ptune predict`: labels, tags or generations for texts.
 pub fn predict_texts<B: FrozenOps>(a: PredictArgs) -> Result<()> {
-    let r = load_run::<B>(&a.run, None)?;
     let mut texts = a.texts.clone();
     if let Some(path) = &a.input {
         let body =
@@ -207,47 +206,23 @@ pub fn predict_texts<B: FrozenOps>(a: PredictArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to predict: give texts or --input FILE");
     }
-    let info = &r.info;
-    match info.task {
-        TaskKind::Classify => {
-            let ex: Vec<ptune_data::tasks::Example> = texts
-                .iter()
-                .map(|t| {
-                    Ok(ptune_data::tasks::Example {
-                        ids: ptune_data::tasks::truncate(r.tok.encode(t)?, info.max_len, true),
-                        label: 0,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let pooling = info.pooling.unwrap_or(ptune_train::Pooling::Mean);
-            let pred = predict(&r.backbone, &classifier(&r)?, &ex, 32, pooling)?;
-            for (t, p) in texts.iter().zip(pred) {
-                println!("{}\t{t}", info.labels[p]);
+    let (task_info, _) = TaskInfo::load(&a.run)?;
+    match task_info.task {
+        TaskKind::Classify | TaskKind::Cloze => {
+            let classifier = TextClassifier::<B>::from_run(&a.run)?;
+            for (t, p) in texts.iter().zip(classifier.predict(&texts)?) {
+                println!("{}\t{t}", p.label);
             }
         }
-        TaskKind::Cloze => {
-            let template = info.cloze_template.clone().unwrap_or_default();
-            let ex: Vec<ptune_data::tasks::Example> = texts
-                .iter()
-                .map(|t| {
-                    Ok(ptune_data::tasks::Example {
-                        ids: ptune_data::tasks::truncate(
-                            r.tok.encode(&templated(&template, t))?,
-                            info.max_len,
-                            true,
-                        ),
-                        label: 0,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let verbalizer =
-                ptune_train::lm::verbalizer(&r.tok, info.verbalizer.as_deref().unwrap_or(&[]))?;
-            let pred = cloze_predict(&r.backbone, r.prompt.as_ref(), &ex, &verbalizer, 32)?;
-            for (t, p) in texts.iter().zip(pred) {
-                println!("{}\t{t}", info.labels[p]);
+        TaskKind::Generate => {
+            let generator = Generator::<B>::from_run(&a.run)?;
+            for t in &texts {
+                println!("{t}\t{}", generator.generate(t, &GenerateOptions::default())?);
             }
         }
         TaskKind::Tag => {
+            let r = load_run::<B>(&a.run, None)?;
+            let info = &r.info;
             let sentences: Vec<ptune_data::tagging::TaggedSentence> = texts
                 .iter()
                 .enumerate()
@@ -269,15 +244,6 @@ pub fn predict_texts<B: FrozenOps>(a: PredictArgs) -> Result<()> {
                 let cells: Vec<String> =
                     s.words.iter().zip(p).map(|(w, t)| format!("{w}/{}", info.labels[t])).collect();
                 println!("{}", cells.join(" "));
-            }
-        }
-        TaskKind::Generate => {
-            let sep = info.separator.clone().unwrap_or_default();
-            let cfg = ptune_train::lm::greedy(48, eos_of(&r.backbone));
-            for t in &texts {
-                let ids = r.tok.encode_plain(&format!("{t}{sep}"))?;
-                let out = generate(&r.backbone, r.prompt.as_ref(), &ids, &cfg)?;
-                println!("{t}\t{}", r.tok.decode(&out)?.trim());
             }
         }
     }

@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
-use ptune_prompt::p_tuning::{PTuningConfig, PTuningEncoder};
-use ptune_prompt::p_tuning_v2::{LayerSelection, PTuningV2Config};
-use ptune_prompt::prefix_tuning::PrefixTuningConfig;
-use ptune_prompt::prompt_tuning::PromptTuningConfig;
-use ptune_prompt::{ClassifierHeadConfig, SoftPrompt};
+use ptune_prompt::{ClassifierHeadConfig, MethodKind, MethodOptions, SoftPrompt};
 use ptune_train::classify::{linear_probe, majority_baseline};
 use ptune_train::lm::{
     cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, CausalLm, Cloze,
@@ -19,10 +15,12 @@ use ptune_train::lm::{
 };
 use ptune_train::schedule::Schedule;
 use ptune_train::tagging::{tagging_scores, TokenClassification};
-use ptune_train::{Classifier, Pooling, RunSummary, SequenceClassification, Task, TrainConfig};
+use ptune_train::{
+    Classifier, Pooling, RunReport, RunSummary, SequenceClassification, Task, TrainConfig,
+};
 
 use crate::task::{load_data, TaskData, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR};
-use ptune_transformer::{load_model, AnyBackbone, Backbone, TextTokenizer};
+use ptune_transformer::{load_model, Backbone, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 /// Options of `ptune train` (also readable from a TOML file with `--config`; flags given on the
@@ -36,7 +34,8 @@ pub struct TrainArgs {
     /// Model: `minilm`, `smollm2` (fetched by `cargo xtask fetch`), an HF folder or a GGUF file.
     #[arg(long)]
     pub model: Option<String>,
-    /// `prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`, or `linear-probe` (no prompt).
+    /// A method of the registry (`prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`), or
+    /// `linear-probe` (no prompt, head only).
     #[arg(long)]
     pub method: Option<String>,
     /// `rt-sentences`, `uci-sentiment` (classify, cloze), `e2e-slots` (tag), `e2e` (generate), or a
@@ -72,24 +71,10 @@ pub struct TrainArgs {
     /// Run folder (metrics.json, metrics.jsonl, curve.svg, adapter/, state/).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Virtual tokens / prefix slots (default 16).
-    #[arg(long)]
-    pub virtual_tokens: Option<usize>,
-    /// Hidden width of P-Tuning / Prefix-Tuning encoders.
-    #[arg(long)]
-    pub encoder_hidden: Option<usize>,
-    /// P-Tuning encoder: `mlp`, `lstm` or `lstm-paper`.
-    #[arg(long)]
-    pub encoder: Option<String>,
-    /// P-Tuning template, e.g. "[P*4] {text} [P*4]".
-    #[arg(long)]
-    pub template: Option<String>,
-    /// P-Tuning v2: prefixes on the top K layers only.
-    #[arg(long)]
-    pub top_layers: Option<usize>,
-    /// Prefix dropout (prefix methods).
-    #[arg(long)]
-    pub prefix_dropout: Option<f64>,
+    /// The method's options (the registry's: virtual tokens, encoder, template, …).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub method_options: MethodOptions,
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -117,7 +102,7 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `mean` (over text tokens) or `pooler` (HF's, as PEFT).
+    /// `mean` (over text tokens), `cls` (first text token) or `pooler` (HF's, as PEFT).
     #[arg(long)]
     pub pooling: Option<String>,
     /// Continue from `<out>/state` if present.
@@ -139,7 +124,9 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     macro_rules! pick {
         ($($f:ident),*) => { TrainArgs { config: cli.config.clone(), resume: cli.resume || file.resume,
-            baselines: cli.baselines || file.baselines, $($f: cli.$f.clone().or(file.$f.clone())),* } };
+            baselines: cli.baselines || file.baselines,
+            method_options: cli.method_options.clone().or(file.method_options.clone()),
+            $($f: cli.$f.clone().or(file.$f.clone())),* } };
     }
     Ok(pick!(
         model,
@@ -154,12 +141,6 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         checkpoint_every,
         stop_after_steps,
         out,
-        virtual_tokens,
-        encoder_hidden,
-        encoder,
-        template,
-        top_layers,
-        prefix_dropout,
         epochs,
         batch_size,
         accumulation,
@@ -173,60 +154,30 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
     ))
 }
 
-/// `minilm` / `smollm2` → the fetched folder; anything else is a path.
-pub fn resolve_model(name: &str) -> Result<PathBuf> {
-    if matches!(name, "minilm" | "smollm2") {
-        return Ok(ptune_data::recipes::fetched("models", name)?);
-    }
-    Ok(PathBuf::from(name))
-}
+pub use ptune_train::run::resolve_model;
 
+/// The soft prompt `method` names, built through the registry; `None` for `linear-probe`.
 pub fn build_prompt<B: AutodiffBackend + FrozenOps>(
     a: &TrainArgs,
     method: &str,
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     tok: &TextTokenizer,
 ) -> Result<Option<SoftPrompt<B>>> {
-    let n = a.virtual_tokens.unwrap_or(16);
-    let d = backbone.dims();
-    let t = Some(tok);
-    Ok(Some(match method {
-        "linear-probe" => return Ok(None),
-        "prompt-tuning" => PromptTuningConfig::new(n).init(backbone, t)?,
-        "p-tuning" => {
-            let hidden = a.encoder_hidden.unwrap_or(d.hidden_size);
-            let encoder = match a.encoder.as_deref().unwrap_or("mlp") {
-                "mlp" => PTuningEncoder::Mlp { hidden },
-                "lstm" => PTuningEncoder::Lstm { hidden, paper: false },
-                "lstm-paper" => PTuningEncoder::Lstm { hidden, paper: true },
-                other => bail!("unknown P-Tuning encoder `{other}` (mlp, lstm, lstm-paper)"),
-            };
-            PTuningConfig::new(n).with_encoder(encoder).with_template(a.template.clone()).init(backbone, t)?
-        }
-        "prefix-tuning" => PrefixTuningConfig::new(n)
-            .with_projection(Some(a.encoder_hidden.unwrap_or(512)))
-            .with_prefix_dropout(a.prefix_dropout.unwrap_or(0.0))
-            .init(backbone, t)?,
-        "p-tuning-v2" => {
-            let layers = match a.top_layers {
-                Some(k) => LayerSelection::Top(k),
-                None => LayerSelection::All,
-            };
-            PTuningV2Config::new(n)
-                .with_layers(layers)
-                .with_prefix_dropout(a.prefix_dropout.unwrap_or(0.1))
-                .init(backbone, t)?
-        }
-        other => bail!("unknown method `{other}` (prompt-tuning, p-tuning, prefix-tuning, p-tuning-v2, linear-probe)"),
-    }))
+    if method == LINEAR_PROBE {
+        return Ok(None);
+    }
+    let kind: MethodKind = method
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}; or `{LINEAR_PROBE}` for the head only"))?;
+    Ok(Some(kind.build(&a.method_options, backbone, Some(tok))?))
 }
 
+/// The `--method` that trains only the head (no soft prompt).
+pub const LINEAR_PROBE: &str = "linear-probe";
+
 /// The decoder's stop token, if the model is a decoder that declares one.
-pub fn eos_of<B: burn::tensor::backend::Backend>(backbone: &AnyBackbone<B>) -> Option<u32> {
-    match backbone {
-        AnyBackbone::Llama(l) => l.config.eos_token_id.map(|e| e as u32),
-        AnyBackbone::Bert(_) => None,
-    }
+pub fn eos_of<B: FrozenOps>(backbone: &dyn Backbone<B>) -> Option<u32> {
+    backbone.as_decoder().and_then(|d| d.eos_token_id())
 }
 
 /// The training settings of `a`.
@@ -270,8 +221,9 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
     let backbone = loaded.backbone;
     let pooling = match a.pooling.as_deref().unwrap_or("mean") {
         "mean" => Pooling::Mean,
+        "cls" => Pooling::Cls,
         "pooler" => Pooling::Pooler,
-        other => bail!("unknown pooling `{other}` (mean, pooler)"),
+        other => bail!("unknown pooling `{other}` (mean, cls, pooler)"),
     };
     let mut info = TaskInfo {
         task: kind,
@@ -302,7 +254,7 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
     let mut table: Vec<(String, Vec<(String, f64)>)> = Vec::new();
     let summary = match data {
         TaskData::Labelled(data) if kind == TaskKind::Classify => {
-            eprintln!(
+            tracing::info!(
                 "{dataset}: {} train / {} dev / {} test, labels {:?}",
                 data.splits.train.len(),
                 data.splits.dev.len(),
@@ -313,11 +265,11 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
                 .init(&device);
             if a.baselines {
                 let majority = majority_baseline(&data);
-                eprintln!("baseline majority class: dev accuracy {majority:.4}");
+                tracing::info!("baseline majority class: dev accuracy {majority:.4}");
                 table.push(("majority class".into(), vec![("accuracy".into(), majority)]));
                 let t = std::time::Instant::now();
                 let (probe, probe_f1) = linear_probe(&backbone, &data, &cfg, pooling)?;
-                eprintln!(
+                tracing::info!(
                     "baseline linear probe: dev accuracy {probe:.4} ({:.0} s)",
                     t.elapsed().as_secs_f64()
                 );
@@ -339,14 +291,14 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
                     cloze_predict(&backbone, None, &data.splits.dev, &verbalizer, cfg.batch_size)?;
                 let gold: Vec<usize> = data.splits.dev.iter().map(|e| e.label).collect();
                 let acc = ptune_train::metrics::accuracy(&pred, &gold);
-                eprintln!("baseline zero-shot cloze (no prompt): dev accuracy {acc:.4}");
+                tracing::info!("baseline zero-shot cloze (no prompt): dev accuracy {acc:.4}");
                 table.push(("zero-shot cloze (no prompt)".into(), vec![("accuracy".into(), acc)]));
             }
             let task = Cloze { data: &data, verbalizer };
             run(&backbone, &task, prompt, &cfg, &out, a.resume, &base)?
         }
         TaskData::Tagged(data) => {
-            eprintln!(
+            tracing::info!(
                 "{dataset}: {} train / {} dev sentences, {} tags",
                 data.splits.train.len(),
                 data.splits.dev.len(),
@@ -373,7 +325,7 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
             let n_sources = a.eval_sources.unwrap_or(20);
             let refs = ReferenceSet::new(&pairs.dev, &tok, &sep, n_sources)?;
             let gen = greedy(a.max_new_tokens.unwrap_or(48), eos_of(&backbone));
-            eprintln!(
+            tracing::info!(
                 "{dataset}: {} train / {} dev pairs ({} dev sources decoded per evaluation)",
                 examples.train.len(),
                 examples.dev.len(),
@@ -435,7 +387,7 @@ pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
 }
 
 fn run<B: AutodiffBackend + FrozenOps, T: Task<B>>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     task: &T,
     model: T::Model,
     cfg: &TrainConfig,
@@ -443,7 +395,8 @@ fn run<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     resume: bool,
     base: &str,
 ) -> Result<RunSummary> {
-    Ok(ptune_train::train(backbone, task, model, cfg, out, resume, base)?.1)
+    let mut progress = crate::progress::Progress::new();
+    Ok(ptune_train::train_observed(backbone, task, model, cfg, out, resume, base, &mut progress)?.1)
 }
 
 fn write_report(
@@ -455,21 +408,17 @@ fn write_report(
     baselines: &[(String, Vec<(String, f64)>)],
     seconds: f64,
 ) -> Result<()> {
-    let baselines: serde_json::Map<String, serde_json::Value> = baselines
-        .iter()
-        .map(|(name, values)| {
-            let m: serde_json::Map<String, serde_json::Value> =
-                values.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
-            (name.clone(), serde_json::Value::Object(m))
-        })
-        .collect();
-    let report = serde_json::json!({
-        "method": method, "dataset": dataset, "args": a, "summary": summary,
-        "baselines": baselines, "seconds": seconds,
-    });
-    ptune_prompt::adapter::write_atomic(
-        &out.join("metrics.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    let report = RunReport {
+        method: Some(method.into()),
+        dataset: Some(dataset.into()),
+        settings: serde_json::to_value(a)?,
+        summary: summary.clone(),
+        baselines: baselines
+            .iter()
+            .map(|(name, values)| (name.clone(), values.iter().cloned().collect()))
+            .collect(),
+        seconds,
+    };
+    report.write(out)?;
     Ok(())
 }

@@ -20,19 +20,13 @@ use burn::tensor::{Tensor, TensorData};
 use ptune_reparam::{LstmEncoder, PromptTable, Reparam};
 use ptune_transformer::BackboneDims;
 use safetensors::{Dtype, SafeTensors};
-use serde_json::{json, Value};
 
 use crate::error::{adapter_err, PromptError, Result};
 use crate::head::ClassifierHead;
 use crate::soft_prompt::SoftPrompt;
-use crate::spec::{EncoderSpec, MethodKind, Placement, PromptSpec};
+use crate::spec::{Placement, PromptSpec};
 
-/// PEFT's `task_type`.
-pub const SEQ_CLS: &str = "SEQ_CLS";
-/// PEFT's `task_type`.
-pub const CAUSAL_LM: &str = "CAUSAL_LM";
-/// PEFT's `task_type` (the head is saved under the same names as for `SEQ_CLS`).
-pub const TOKEN_CLS: &str = "TOKEN_CLS";
+pub use crate::peft_config::{PeftConfig, CAUSAL_LM, SEQ_CLS, TOKEN_CLS};
 
 /// A loaded adapter: the materialized prompt and the task head, if any.
 #[derive(Debug)]
@@ -103,60 +97,6 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
     Ok(out)
 }
 
-fn peft_config(
-    prompt: &SoftPrompt<impl Backend>,
-    dims: &BackboneDims,
-    task_type: &str,
-    base_model: &str,
-) -> Value {
-    let spec = &prompt.spec;
-    let prefix = !spec.method.is_input_level();
-    let mut c = json!({
-        "peft_type": spec.method.peft_type(),
-        "task_type": task_type,
-        "num_virtual_tokens": spec.num_virtual_tokens,
-        "token_dim": if prefix { dims.kv_dim() } else { dims.hidden_size },
-        "num_layers": dims.num_layers,
-        "num_attention_heads": if prefix { dims.num_kv_heads } else { dims.num_heads },
-        "num_transformer_submodules": 1,
-        "inference_mode": true,
-        "base_model_name_or_path": base_model,
-        "revision": null,
-        "auto_mapping": null,
-        "modules_to_save": if task_type == SEQ_CLS { json!(["classifier", "score"]) } else { Value::Null },
-        "peft_version": "0.21.2",
-    });
-    let extra = match (spec.method, &spec.encoder) {
-        (MethodKind::PromptTuning, _) => json!({
-            "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": null,
-            "tokenizer_name_or_path": null, "tokenizer_kwargs": null,
-        }),
-        (MethodKind::PTuning, encoder) => {
-            let (kind, hidden) = match encoder {
-                EncoderSpec::Lstm { hidden, .. } => ("LSTM", *hidden),
-                EncoderSpec::Mlp { hidden } => ("MLP", *hidden),
-                _ => ("MLP", dims.hidden_size),
-            };
-            json!({"encoder_reparameterization_type": kind, "encoder_hidden_size": hidden,
-                   "encoder_num_layers": 2, "encoder_dropout": 0.0})
-        }
-        (_, encoder) => {
-            let hidden = if let EncoderSpec::PrefixMlp { hidden } = encoder {
-                *hidden
-            } else {
-                dims.kv_dim()
-            };
-            json!({"encoder_hidden_size": hidden,
-                   "prefix_projection": matches!(encoder, EncoderSpec::PrefixMlp { .. }),
-                   "init_weights": null})
-        }
-    };
-    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
-        c.extend(extra);
-    }
-    c
-}
-
 /// Saves `prompt` (materialized) and `head` as a PEFT adapter in `dir`.
 pub fn save_adapter<B: FrozenOps>(
     dir: &Path,
@@ -181,22 +121,11 @@ pub fn save_adapter<B: FrozenOps>(
         }
     }
     write_atomic(&dir.join("adapter_model.safetensors"), &safetensors_bytes(tensors)?)?;
-    let config = peft_config(prompt, dims, task_type, base_model);
+    let config = PeftConfig::for_spec(spec, dims, task_type, base_model);
     let text = serde_json::to_string_pretty(&config).map_err(|e| adapter_err(dir, e))?;
     write_atomic(&dir.join("adapter_config.json"), text.as_bytes())?;
     let spec_text = serde_json::to_string_pretty(spec).map_err(|e| adapter_err(dir, e))?;
     write_atomic(&dir.join("ptune_spec.json"), spec_text.as_bytes())
-}
-
-fn field<'a>(config: &'a Value, key: &str, path: &Path) -> Result<&'a Value> {
-    config.get(key).ok_or_else(|| adapter_err(path, format!("adapter_config.json has no `{key}`")))
-}
-
-fn usize_field(config: &Value, key: &str, path: &Path) -> Result<usize> {
-    field(config, key, path)?
-        .as_u64()
-        .map(|v| v as usize)
-        .ok_or_else(|| adapter_err(path, format!("`{key}` is not a non-negative integer")))
 }
 
 /// Loads a PEFT (or ptune) adapter from `dir` for a backbone of shape `dims`.
@@ -207,41 +136,19 @@ pub fn load_adapter<B: FrozenOps>(
 ) -> Result<Adapter<B>> {
     let config_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| adapter_err(&config_path, e))?;
-    let config: Value = serde_json::from_str(&text).map_err(|e| adapter_err(&config_path, e))?;
+    let config: PeftConfig =
+        serde_json::from_str(&text).map_err(|e| adapter_err(&config_path, e))?;
     let p = config_path.as_path();
-    let peft_type = field(&config, "peft_type", p)?.as_str().unwrap_or_default().to_string();
-    let task_type =
-        config.get("task_type").and_then(Value::as_str).unwrap_or(CAUSAL_LM).to_string();
-    let base_model = config
-        .get("base_model_name_or_path")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let n = usize_field(&config, "num_virtual_tokens", p)?;
-    let num_layers = usize_field(&config, "num_layers", p)?;
+    let task_type = config.task_type.clone();
+    let base_model = config.base_model_name_or_path.clone().unwrap_or_default();
+    let n = config.num_virtual_tokens;
+    let num_layers = config.num_layers;
     let spec_path = dir.join("ptune_spec.json");
     let spec: PromptSpec = if spec_path.is_file() {
         let t = std::fs::read_to_string(&spec_path).map_err(|e| adapter_err(&spec_path, e))?;
         serde_json::from_str(&t).map_err(|e| adapter_err(&spec_path, e))?
     } else {
-        let (method, encoder) = match peft_type.as_str() {
-            "PROMPT_TUNING" => (MethodKind::PromptTuning, EncoderSpec::Table),
-            "P_TUNING" => (MethodKind::PTuning, EncoderSpec::Table),
-            "PREFIX_TUNING" => {
-                if config.get("prefix_projection").and_then(Value::as_bool).unwrap_or(false) {
-                    let hidden = usize_field(&config, "encoder_hidden_size", p)?;
-                    (MethodKind::PrefixTuning, EncoderSpec::PrefixMlp { hidden })
-                } else {
-                    (MethodKind::PTuningV2, EncoderSpec::Table)
-                }
-            }
-            other => {
-                return Err(adapter_err(
-                    p,
-                    format!("peft_type `{other}` is not a soft-prompt method"),
-                ))
-            }
-        };
+        let (method, encoder) = config.method_and_encoder().map_err(|m| adapter_err(p, m))?;
         PromptSpec {
             method,
             num_virtual_tokens: n,
@@ -258,8 +165,7 @@ pub fn load_adapter<B: FrozenOps>(
     } else {
         (dims.hidden_size, dims.num_heads)
     };
-    let token_dim = config.get("token_dim").and_then(Value::as_u64).map(|v| v as usize);
-    let heads = config.get("num_attention_heads").and_then(Value::as_u64).map(|v| v as usize);
+    let (token_dim, heads) = (config.token_dim, config.num_attention_heads);
     if token_dim.is_some_and(|t| t != expected_dim) || heads.is_some_and(|h| h != expected_heads) {
         return Err(adapter_err(
             p,

@@ -53,7 +53,7 @@ pub fn param_row<B: FrozenOps>(name: &str, prompt: &SoftPrompt<B>) -> ParamRow {
 /// per virtual token, `(token id, cosine similarity)` best first.
 pub fn nearest_tokens<B: FrozenOps>(
     prompt: &SoftPrompt<B>,
-    backbone: &impl Backbone<B>,
+    backbone: &(impl Backbone<B> + ?Sized),
     k: usize,
 ) -> Result<Vec<Vec<(u32, f32)>>> {
     if !prompt.spec.method.is_input_level() {

@@ -18,7 +18,8 @@ use crate::wiring::{assemble, prefix_kv, row_slots, PromptedBatch};
 pub struct SoftPrompt<B: Backend> {
     /// Produces the table: `[N, d]` (input-level) or `[N, |layers|·2·kv_dim]` (prefix).
     pub encoder: Reparam<B>,
-    /// Prefix dropout (active only on autodiff backends, i.e. while training).
+    /// Prefix dropout, active only while the prompt trains (its table is tracked by autodiff): a
+    /// prompt made `no_grad()` for evaluation, or on a backend without autodiff, drops nothing.
     pub dropout: Dropout,
     /// Method, size, placement, layers.
     #[module(skip)]
@@ -45,13 +46,16 @@ impl<B: FrozenOps> SoftPrompt<B> {
         Ok(Self { encoder, dropout, spec })
     }
 
-    /// The table for this step: the encoder runs once (not once per row), then prefix dropout.
+    /// The table for this step: the encoder runs once (not once per row), then prefix dropout
+    /// while training. Burn's `Dropout` is active on every autodiff backend, evaluation included;
+    /// here it applies only when the table is tracked (the prompt is being trained), so dev
+    /// scores and predictions are deterministic on every backend.
     ///
     /// # Shapes
     /// - output: `[N, width]`
     pub fn table(&self) -> Tensor<B, 2> {
         let t = self.encoder.forward();
-        if self.spec.method.is_input_level() {
+        if self.spec.method.is_input_level() || !t.is_require_grad() {
             t
         } else {
             self.dropout.forward(t)
@@ -69,7 +73,7 @@ impl<B: FrozenOps> SoftPrompt<B> {
     }
 
     /// Checks the spec against a backbone.
-    pub fn check_backbone(&self, backbone: &impl Backbone<B>) -> Result<()> {
+    pub fn check_backbone(&self, backbone: &(impl Backbone<B> + ?Sized)) -> Result<()> {
         let dims = backbone.dims();
         if self.spec.token_dim != dims.hidden_size {
             return Err(PromptError::Config(format!(
@@ -94,7 +98,7 @@ impl<B: FrozenOps> SoftPrompt<B> {
     /// Builds backbone input for token rows (unpadded ids, with the tokenizer's special tokens).
     pub fn prepare(
         &self,
-        backbone: &impl Backbone<B>,
+        backbone: &(impl Backbone<B> + ?Sized),
         rows: &[Vec<u32>],
     ) -> Result<PromptedBatch<B>> {
         prepare_mixed(backbone, &[self], None, rows)
@@ -105,7 +109,7 @@ impl<B: FrozenOps> SoftPrompt<B> {
 /// `adapters`; `None` = every row uses `adapters[0]`). Each row gets exactly the output it would get
 /// alone: input-level prompts are placed per row, prefixes of different lengths are masked per row
 /// and positions shift by each row's own prefix length.
-pub fn prepare_mixed<B: FrozenOps, M: Backbone<B>>(
+pub fn prepare_mixed<B: FrozenOps, M: Backbone<B> + ?Sized>(
     backbone: &M,
     adapters: &[&SoftPrompt<B>],
     row_adapter: Option<&[usize]>,

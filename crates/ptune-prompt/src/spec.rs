@@ -7,6 +7,7 @@ use crate::error::{PromptError, Result};
 
 /// The four methods of the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodKind {
     /// Trainable vectors prepended to the input embeddings.
@@ -25,23 +26,14 @@ impl MethodKind {
         matches!(self, MethodKind::PromptTuning | MethodKind::PTuning)
     }
 
-    /// PEFT's `peft_type`.
+    /// PEFT's `peft_type` (from the registry).
     pub fn peft_type(self) -> &'static str {
-        match self {
-            MethodKind::PromptTuning => "PROMPT_TUNING",
-            MethodKind::PTuning => "P_TUNING",
-            MethodKind::PrefixTuning | MethodKind::PTuningV2 => "PREFIX_TUNING",
-        }
+        self.info().peft_type
     }
 
-    /// CLI / file name of the method.
+    /// CLI / file name of the method (from the registry).
     pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::PromptTuning => "prompt-tuning",
-            MethodKind::PTuning => "p-tuning",
-            MethodKind::PrefixTuning => "prefix-tuning",
-            MethodKind::PTuningV2 => "p-tuning-v2",
-        }
+        self.info().name
     }
 }
 

@@ -65,7 +65,7 @@ pub struct PromptedBatch<B: Backend> {
 
 impl<B: FrozenOps> PromptedBatch<B> {
     /// A batch without any soft prompt (baselines such as the linear probe): padded token embeddings.
-    pub fn plain<M: Backbone<B>>(backbone: &M, rows: &[Vec<u32>]) -> Result<Self> {
+    pub fn plain<M: Backbone<B> + ?Sized>(backbone: &M, rows: &[Vec<u32>]) -> Result<Self> {
         let device = backbone.embedding_matrix().device();
         let slots: Vec<Vec<Slot>> = rows.iter().map(|ids| row_slots(ids, None)).collect();
         let (embeds, padding, text_positions) = assemble(backbone, None, &slots, &device)?;
@@ -117,7 +117,7 @@ impl<B: FrozenOps> PromptedBatch<B> {
 
 /// Assembles input embeddings `[b, S, d]` for `rows` of slots with one gather over
 /// `[prompt rows | token embeddings]`, so gradients reach the prompt rows. Rows are right-padded.
-pub fn assemble<B: FrozenOps, M: Backbone<B>>(
+pub fn assemble<B: FrozenOps, M: Backbone<B> + ?Sized>(
     backbone: &M,
     prompts: Option<Tensor<B, 2>>,
     rows: &[Vec<Slot>],

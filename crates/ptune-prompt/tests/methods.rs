@@ -39,21 +39,21 @@ fn methods<B: FrozenOps>(
         (
             "p-tuning-mlp",
             PTuningConfig::new(4)
-                .with_encoder(PTuningEncoder::Mlp { hidden: 16 })
+                .with_encoder(PTuningEncoder::Mlp { hidden: Some(16) })
                 .init(backbone, None)
                 .unwrap(),
         ),
         (
             "p-tuning-lstm",
             PTuningConfig::new(4)
-                .with_encoder(PTuningEncoder::Lstm { hidden: 8, paper: false })
+                .with_encoder(PTuningEncoder::Lstm { hidden: Some(8), paper: false })
                 .init(backbone, None)
                 .unwrap(),
         ),
         (
             "p-tuning-lstm-paper",
             PTuningConfig::new(4)
-                .with_encoder(PTuningEncoder::Lstm { hidden: 0, paper: true })
+                .with_encoder(PTuningEncoder::Lstm { hidden: None, paper: true })
                 .init(backbone, None)
                 .unwrap(),
         ),
@@ -88,9 +88,9 @@ fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, targets: &[i64]) -> Tensor<
 }
 
 fn cls_loss<B: FrozenOps>(backbone: &AnyBackbone<B>, t: &Trainable<B>) -> Tensor<B, 1> {
-    let AnyBackbone::Bert(bert) = backbone else { panic!("bert") };
+    let encoder = backbone.as_encoder().expect("an encoder");
     let batch = t.prompt.prepare(backbone, &batch_rows()).unwrap();
-    let pooled = bert.pool(backbone.forward(batch.input).unwrap()).unwrap();
+    let pooled = encoder.pooler(backbone.forward(batch.input).unwrap()).unwrap();
     cross_entropy(t.head.forward(pooled), &[1, 0])
 }
 
@@ -228,12 +228,12 @@ fn parameter_counts_have_closed_forms() {
     let pt = PromptTuningConfig::new(n).init(&backbone, None).unwrap();
     assert_eq!(count(&pt), (n * dm, n * dm));
     let mlp = PTuningConfig::new(n)
-        .with_encoder(PTuningEncoder::Mlp { hidden: h })
+        .with_encoder(PTuningEncoder::Mlp { hidden: Some(h) })
         .init(&backbone, None)
         .unwrap();
     assert_eq!(count(&mlp), (n * dm + dm * h + h + h * h + h + h * dm + dm, n * dm));
     let lstm = PTuningConfig::new(n)
-        .with_encoder(PTuningEncoder::Lstm { hidden: h, paper: false })
+        .with_encoder(PTuningEncoder::Lstm { hidden: Some(h), paper: false })
         .init(&backbone, None)
         .unwrap();
     let bilstm =
@@ -242,7 +242,7 @@ fn parameter_counts_have_closed_forms() {
         n * dm + bilstm(dm, h) + bilstm(2 * h, h) + (2 * h * 2 * h + 2 * h) + (2 * h * dm + dm);
     assert_eq!(count(&lstm), (expected, n * dm));
     let paper = PTuningConfig::new(n)
-        .with_encoder(PTuningEncoder::Lstm { hidden: 0, paper: true })
+        .with_encoder(PTuningEncoder::Lstm { hidden: None, paper: true })
         .init(&backbone, None)
         .unwrap();
     let half = dm / 2;
@@ -421,7 +421,7 @@ fn training_state_resumes_to_the_same_result() {
     let device = Default::default();
     let fresh = || Trainable {
         prompt: PTuningConfig::new(4)
-            .with_encoder(PTuningEncoder::Mlp { hidden: 16 })
+            .with_encoder(PTuningEncoder::Mlp { hidden: Some(16) })
             .init(&backbone, None)
             .unwrap(),
         head: ClassifierHeadConfig::new(32, 2).init(&device),
@@ -460,4 +460,23 @@ fn training_state_resumes_to_the_same_result() {
         "resume reproduces the run bit for bit"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn prefix_dropout_is_active_only_while_the_prompt_trains() {
+    let backbone = tiny::<AD>("bert");
+    let device = Default::default();
+    let prompt = PTuningV2Config::new(3).with_prefix_dropout(0.5).init(&backbone, None).unwrap();
+    let table_with_seed = |p: &SoftPrompt<AD>, seed: u64| {
+        AD::seed(&device, seed);
+        bits(p.table())
+    };
+    let plain = bits(prompt.encoder.forward());
+    let (a, b) = (table_with_seed(&prompt, 1), table_with_seed(&prompt, 2));
+    assert_ne!(a, b, "while training, each seed drops different entries");
+    assert_ne!(a, plain, "while training, dropout changes the table");
+    // Evaluation on the same autodiff backend: parameters detached, nothing dropped.
+    let eval = prompt.clone().no_grad();
+    assert_eq!(table_with_seed(&eval, 1), plain);
+    assert_eq!(table_with_seed(&eval, 2), plain);
 }

@@ -58,14 +58,14 @@ fn methods<B: FrozenOps>(
         (
             "p-tuning-mlp",
             PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Mlp { hidden: 64 })
+                .with_encoder(PTuningEncoder::Mlp { hidden: Some(64) })
                 .init(b, t)
                 .unwrap(),
         ),
         (
             "p-tuning-lstm",
             PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Lstm { hidden: 32, paper: false })
+                .with_encoder(PTuningEncoder::Lstm { hidden: Some(32), paper: false })
                 .init(b, t)
                 .unwrap(),
         ),
@@ -116,7 +116,7 @@ fn every_method_trains_on_minilm() {
     let LoadedModel { backbone, tokenizer, .. } =
         load_model::<AD>(&fetched("minilm"), &device).unwrap();
     let tok = tokenizer.unwrap();
-    let AnyBackbone::Bert(bert) = &backbone else { panic!() };
+    let bert = backbone.as_encoder().expect("an encoder");
     let texts = [
         ("a moving, beautifully acted film", 1),
         ("dull and lifeless from start to finish", 0),
@@ -131,7 +131,7 @@ fn every_method_trains_on_minilm() {
         let head = ClassifierHeadConfig::new(384, 2).init(&device);
         let (first, last) = train(Trainable { prompt, head: Some(head) }, 12, 1e-2, |t| {
             let batch = t.prompt.prepare(&backbone, &rows).unwrap();
-            let pooled = bert.pool(backbone.forward(batch.input).unwrap()).unwrap();
+            let pooled = bert.pooler(backbone.forward(batch.input).unwrap()).unwrap();
             ce(t.head.as_ref().unwrap().forward(pooled), labels.clone())
         });
         eprintln!("minilm {name}: loss {first:.4} → {last:.4}");

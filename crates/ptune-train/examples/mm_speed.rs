@@ -1,4 +1,4 @@
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use ptune_transformer::FrozenOps;
 use std::time::Instant;
 fn run<B: FrozenOps>(name: &str) {

@@ -1,4 +1,3 @@
-use burn::tensor::backend::Backend;
 use ptune_prompt::PromptedBatch;
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, Backbone};

@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::Example;
 use ptune_data::ClassificationSet;
 use ptune_prompt::{ClassifierHead, SoftPrompt};
-use ptune_transformer::{AnyBackbone, Backbone};
+use ptune_transformer::Backbone;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -27,6 +27,8 @@ pub enum Pooling {
     /// HF `BertPooler` on the first position (PEFT's `BertForSequenceClassification`; with an
     /// input-level prompt the first position is a virtual token, as in PEFT).
     Pooler,
+    /// The last hidden state of the first text token (BERT's `[CLS]`), virtual tokens stripped.
+    Cls,
     /// Mean of the last hidden state over the text tokens (virtual tokens stripped): how
     /// sentence-transformer checkpoints such as all-MiniLM-L6-v2 were trained.
     Mean,
@@ -43,7 +45,7 @@ pub struct Classifier<B: Backend> {
 
 /// Pooled representations of `rows` (`[b, d]`).
 pub fn pooled<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
     pooling: Pooling,
@@ -51,14 +53,20 @@ pub fn pooled<B: FrozenOps>(
     let batch = prompted_batch(backbone, prompt, rows)?;
     let hidden = backbone.forward(batch.input.clone())?;
     match pooling {
-        Pooling::Pooler => match backbone {
-            AnyBackbone::Bert(bert) => bert.pool(hidden).ok_or_else(|| {
+        Pooling::Pooler => match backbone.as_encoder() {
+            Some(encoder) => encoder.pooler(hidden).ok_or_else(|| {
                 TrainError::Config("this checkpoint has no pooler: use --pooling mean".into())
             }),
-            AnyBackbone::Llama(_) => {
-                Err(TrainError::Config("decoders have no pooler: use --pooling mean".into()))
-            }
+            None => Err(TrainError::Config(format!(
+                "a {} decoder has no pooler: use --pooling mean",
+                backbone.family()
+            ))),
         },
+        Pooling::Cls => {
+            let text = batch.strip_virtual(hidden);
+            let [b, _, d] = text.dims();
+            Ok(text.narrow(1, 0, 1).reshape([b, d]))
+        }
         Pooling::Mean => {
             let text = batch.strip_virtual(hidden);
             let device = text.device();
@@ -83,7 +91,7 @@ pub fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, labels: &[usize]) -> Te
 
 /// Predicted classes of `examples` (batched by length, returned in input order).
 pub fn predict<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &Classifier<B>,
     examples: &[Example],
     batch_size: usize,
@@ -105,7 +113,7 @@ pub fn predict<B: FrozenOps>(
 
 /// Dev accuracy and macro-F1.
 pub fn evaluate<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &Classifier<B>,
     examples: &[Example],
     n_classes: usize,
@@ -131,7 +139,7 @@ pub fn majority_baseline(data: &ClassificationSet) -> f64 {
 /// Trains the head alone on frozen, precomputed pooled features (the linear probe baseline); returns
 /// (dev accuracy, dev macro-F1).
 pub fn linear_probe<B: AutodiffBackend + FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     data: &ClassificationSet,
     cfg: &TrainConfig,
     pooling: Pooling,
@@ -201,7 +209,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
 
     fn loss(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
@@ -214,7 +222,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
 
     fn evaluate(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
@@ -231,7 +239,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
 
     fn save_adapter(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         dir: &Path,
         base_model: &str,
@@ -243,7 +251,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
 /// Saves a classifier's prompt (materialized) and head as a PEFT adapter; a linear probe (no prompt)
 /// saves nothing.
 pub fn save_classifier_adapter<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &Classifier<B>,
     dir: &Path,
     base_model: &str,

@@ -11,9 +11,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_prompt::SoftPrompt;
-use ptune_transformer::llama::{KvCache, Llama};
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{AnyBackbone, Backbone, BackboneInput};
+use ptune_transformer::{Backbone, BackboneInput, Decoder, KvCache};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -60,7 +59,7 @@ pub struct GenerationConfig {
 
 /// A decoding session: the prompted first pass, then one token per row per step.
 struct Session<'a, B: Backend> {
-    llama: &'a Llama<B>,
+    llama: &'a dyn Decoder<B>,
     cache: KvCache<B>,
     template: BackboneInput<B>,
 }
@@ -69,7 +68,7 @@ impl<'a, B: FrozenOps> Session<'a, B> {
     /// Runs `rows` copies of `source` through the prompt and the decoder; returns the session and
     /// the next-token logits `[rows, vocab]`.
     fn start(
-        backbone: &'a AnyBackbone<B>,
+        backbone: &'a dyn Backbone<B>,
         prompt: Option<&SoftPrompt<B>>,
         source: &[u32],
         rows: usize,
@@ -80,7 +79,7 @@ impl<'a, B: FrozenOps> Session<'a, B> {
         }
         let batch_rows = vec![source.to_vec(); rows];
         let batch = prompted_batch(backbone, prompt, &batch_rows)?;
-        let mut cache = KvCache::new(llama.dims().num_layers);
+        let mut cache = llama.new_cache();
         let input = batch.input;
         // Later steps: no embeddings yet, the same prefix and position policy, nothing padded.
         let template = BackboneInput {
@@ -115,7 +114,7 @@ impl<'a, B: FrozenOps> Session<'a, B> {
 
 /// # Shapes
 /// - hidden: `[b, 1, d]` → `[b, vocab]`
-fn last_logits<B: FrozenOps>(llama: &Llama<B>, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+fn last_logits<B: FrozenOps>(llama: &dyn Decoder<B>, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
     let [b, _, _] = hidden.dims();
     let logits = llama.logits(hidden);
     let v = logits.dims()[2];
@@ -189,7 +188,7 @@ pub fn sample_token(
 /// Generates a continuation of `source` (token ids) with the decoder in `backbone`, under
 /// `prompt` if any. Returns the new ids (without the stop token).
 pub fn generate<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
     cfg: &GenerationConfig,
@@ -218,7 +217,7 @@ pub fn generate<B: FrozenOps>(
 }
 
 fn sequential<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
     cfg: &GenerationConfig,
@@ -242,7 +241,7 @@ fn sequential<B: FrozenOps>(
 }
 
 fn beam<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
     cfg: &GenerationConfig,

@@ -8,9 +8,11 @@
 pub mod classify;
 pub mod error;
 pub mod generate;
+pub mod inference;
 pub mod lm;
 pub mod metrics;
 pub mod plot;
+pub mod run;
 pub mod schedule;
 pub mod tagging;
 pub mod task;
@@ -18,5 +20,10 @@ pub mod trainer;
 
 pub use classify::{Classifier, Pooling, SequenceClassification};
 pub use error::{Result, TrainError};
+pub use inference::{GenerateOptions, Generator, Prediction, TextClassifier};
+pub use run::{TaskInfo, TaskKind};
 pub use task::{Evaluation, Task};
-pub use trainer::{train, EpochRecord, RunSummary, TrainConfig};
+pub use trainer::{
+    train, train_observed, EpochRecord, RunReport, RunSummary, Silent, TrainConfig, TrainEvent,
+    TrainObserver,
+};

@@ -10,8 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::{Example, GenerationPair, LmExample};
 use ptune_data::ClassificationSet;
 use ptune_prompt::SoftPrompt;
-use ptune_transformer::llama::Llama;
-use ptune_transformer::{AnyBackbone, Backbone, TextTokenizer};
+use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::classify::cross_entropy;
 use crate::error::{Result, TrainError};
@@ -20,26 +19,10 @@ use crate::metrics::{accuracy, corpus_bleu, macro_f1, rouge_l};
 use crate::task::{decoder, prompted_batch, Evaluation, Task};
 use crate::trainer::metrics_map;
 
-/// Rows of `hidden` `[b, l, d]` at flat positions `index` (`r * l + i`), as `[n, d]`.
-fn gather_rows<B: FrozenOps>(hidden: Tensor<B, 3>, index: Vec<i64>) -> Tensor<B, 2> {
-    let [b, l, d] = hidden.dims();
-    let n = index.len();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &hidden.device());
-    hidden.reshape([b * l, d]).select(0, index)
-}
-
-/// LM-head logits `[n, vocab]` of `hidden` rows `[n, d]`.
-fn lm_logits<B: FrozenOps>(llama: &Llama<B>, rows: Tensor<B, 2>) -> Tensor<B, 2> {
-    let [n, d] = rows.dims();
-    let logits = llama.logits(rows.reshape([1, n, d]));
-    let v = logits.dims()[2];
-    logits.reshape([n, v])
-}
-
 /// Mean next-token cross-entropy over the target tokens of `examples` (sources are context only).
 /// The LM head runs only on the positions that predict a target token.
 pub fn target_loss<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[&LmExample],
 ) -> Result<Tensor<B, 1>> {
@@ -56,7 +39,7 @@ pub fn target_loss<B: FrozenOps>(
             return Err(TrainError::Config("a generation example has an empty source".into()));
         }
         for (k, &t) in e.target.iter().enumerate() {
-            index.push((r * l + e.source.len() + k - 1) as i64);
+            index.push(r * l + e.source.len() + k - 1);
             targets.push(t as usize);
         }
     }
@@ -65,7 +48,7 @@ pub fn target_loss<B: FrozenOps>(
             "a batch of generation examples has no target token".into(),
         ));
     }
-    Ok(cross_entropy(lm_logits(llama, gather_rows(text, index)), &targets))
+    Ok(cross_entropy(llama.logits_at(text, &index), &targets))
 }
 
 /// Dev sources for generation metrics: each distinct source once, with all its references.
@@ -99,7 +82,7 @@ impl ReferenceSet {
 
 /// Generations for every source of `refs`, decoded to text.
 pub fn generate_all<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     tokenizer: &TextTokenizer,
     refs: &ReferenceSet,
@@ -125,7 +108,7 @@ pub fn generation_scores(hypotheses: &[String], refs: &ReferenceSet) -> (f64, f6
 
 /// Mean target loss over `examples`, batched.
 pub fn mean_target_loss<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[LmExample],
     batch_size: usize,
@@ -169,7 +152,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
 
     fn loss(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
@@ -179,7 +162,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
 
     fn evaluate(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
@@ -196,7 +179,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
 
     fn save_adapter(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         dir: &Path,
         base_model: &str,
@@ -207,7 +190,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
 
 /// Saves a prompt trained with the frozen LM head as a PEFT `CAUSAL_LM` adapter (materialized).
 fn save_lm_adapter<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &SoftPrompt<B>,
     dir: &Path,
     base_model: &str,
@@ -248,7 +231,7 @@ pub fn verbalizer(tokenizer: &TextTokenizer, words: &[String]) -> Result<Vec<u32
 /// Verbalizer logits `[b, labels]`: the next-token logits after each row's last slot (the end of
 /// the template), restricted to the verbalizer's tokens.
 pub fn cloze_logits<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
     verbalizer: &[u32],
@@ -272,9 +255,9 @@ pub fn cloze_logits<B: FrozenOps>(
         None => vec![s; rows.len()],
     };
     let hidden = backbone.forward(input)?;
-    let index: Vec<i64> =
-        lengths.iter().enumerate().map(|(r, &n)| (r * s + n.max(1) - 1) as i64).collect();
-    let logits = lm_logits(llama, gather_rows(hidden, index));
+    let index: Vec<usize> =
+        lengths.iter().enumerate().map(|(r, &n)| r * s + n.max(1) - 1).collect();
+    let logits = llama.logits_at(hidden, &index);
     let cols = Tensor::<B, 1, Int>::from_data(
         TensorData::new(
             verbalizer.iter().map(|&t| t as i64).collect::<Vec<_>>(),
@@ -287,7 +270,7 @@ pub fn cloze_logits<B: FrozenOps>(
 
 /// Predicted labels of cloze examples.
 pub fn cloze_predict<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     examples: &[Example],
     verbalizer: &[u32],
@@ -326,7 +309,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
 
     fn loss(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
@@ -338,7 +321,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
 
     fn evaluate(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
@@ -357,7 +340,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
 
     fn save_adapter(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &SoftPrompt<B>,
         dir: &Path,
         base_model: &str,

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tagging::{TaggedExample, TaggingSet};
-use ptune_transformer::{AnyBackbone, Backbone};
+use ptune_transformer::Backbone;
 
 use crate::classify::{cross_entropy, save_classifier_adapter, Classifier};
 use crate::error::Result;
@@ -21,7 +21,7 @@ use crate::trainer::metrics_map;
 /// # Shapes
 /// - returns `[Σ words, num_labels]`
 pub fn word_logits<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &Classifier<B>,
     examples: &[&TaggedExample],
 ) -> Result<Tensor<B, 2>> {
@@ -41,7 +41,7 @@ pub fn word_logits<B: FrozenOps>(
 
 /// Predicted tag indices, one list per example (one tag per kept word).
 pub fn predict_tags<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     model: &Classifier<B>,
     examples: &[TaggedExample],
     batch_size: usize,
@@ -100,7 +100,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
 
     fn loss(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
@@ -112,7 +112,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
 
     fn evaluate(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
@@ -123,7 +123,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
 
     fn save_adapter(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Classifier<B>,
         dir: &Path,
         base_model: &str,

@@ -11,15 +11,14 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use ptune_prompt::{PromptedBatch, SoftPrompt};
-use ptune_transformer::llama::Llama;
-use ptune_transformer::AnyBackbone;
+use ptune_transformer::{Backbone, Decoder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
 /// The backbone input for `rows` under `prompt`, or plain padded embeddings without one (baselines).
 pub fn prompted_batch<B: FrozenOps>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
     rows: &[Vec<u32>],
 ) -> Result<PromptedBatch<B>> {
@@ -31,15 +30,15 @@ pub fn prompted_batch<B: FrozenOps>(
 
 /// The decoder in `backbone`; `what` (e.g. "generation") names what needs it in the error.
 pub(crate) fn decoder<'a, B: FrozenOps>(
-    backbone: &'a AnyBackbone<B>,
+    backbone: &'a dyn Backbone<B>,
     what: &str,
-) -> Result<&'a Llama<B>> {
-    match backbone {
-        AnyBackbone::Llama(l) => Ok(l),
-        AnyBackbone::Bert(_) => Err(TrainError::Config(format!(
-            "{what} needs a decoder with an LM head (e.g. smollm2), not an encoder such as MiniLM"
-        ))),
-    }
+) -> Result<&'a dyn Decoder<B>> {
+    backbone.as_decoder().ok_or_else(|| {
+        TrainError::Config(format!(
+            "{what} needs a decoder with an LM head (e.g. smollm2), not a {} encoder such as MiniLM",
+            backbone.family()
+        ))
+    })
 }
 
 /// One evaluation: the score that selects the best epoch (higher is better) and every metric.
@@ -75,7 +74,7 @@ pub trait Task<B: AutodiffBackend + FrozenOps> {
     /// Mean loss over the training examples `batch` (indices into the training split).
     fn loss(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Self::Model,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>>;
@@ -83,7 +82,7 @@ pub trait Task<B: AutodiffBackend + FrozenOps> {
     /// Evaluates `model` (parameters detached) on the dev split.
     fn evaluate(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Self::Model,
         batch_size: usize,
     ) -> Result<Evaluation>;
@@ -91,7 +90,7 @@ pub trait Task<B: AutodiffBackend + FrozenOps> {
     /// Writes the trainable part of `model` as an adapter in `dir` (PEFT format where PEFT has one).
     fn save_adapter(
         &self,
-        backbone: &AnyBackbone<B>,
+        backbone: &dyn Backbone<B>,
         model: &Self::Model,
         dir: &Path,
         base_model: &str,

@@ -3,7 +3,7 @@
 //! and every `checkpoint_every` optimizer steps) and resume after a kill, seeds and a NaN/inf guard.
 //!
 //! Run folder (`out`): `metrics.jsonl` (one line per optimizer step and per evaluation),
-//! `metrics.json` (the summary), `curve.svg`, `adapter/` (best dev score) and `state/` (module +
+//! `metrics.json` (a [`RunReport`]), `curve.svg`, `adapter/` (best dev score) and `state/` (module +
 //! optimizer + progress, for `resume`).
 //!
 //! Determinism: the batches of an epoch depend only on the seed and the epoch, and the backend RNG
@@ -21,7 +21,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use ptune_prompt::training_state::{load_training_state, save_training_state, TrainingProgress};
-use ptune_transformer::{AnyBackbone, Backbone};
+use ptune_transformer::Backbone;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, TrainError};
@@ -168,6 +168,125 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
     ptune_prompt::adapter::write_atomic(path, text.as_bytes()).map_err(TrainError::from)
 }
 
+/// What the loop reports while it runs. The library prints nothing itself: the CLI renders these
+/// (a progress bar and log lines), a library user may pass [`Silent`] or their own observer.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainEvent<'a> {
+    /// Continuing from a checkpoint.
+    Resumed {
+        /// The state folder read.
+        state_dir: &'a Path,
+        /// Epoch (1-based) continued.
+        epoch: usize,
+        /// Batches of that epoch already done.
+        batch: usize,
+        /// Optimizer steps already taken.
+        step: usize,
+    },
+    /// An epoch starts (or continues, `done` batches in).
+    EpochStarted {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Epochs in all.
+        epochs: usize,
+        /// Batches in the epoch.
+        batches: usize,
+        /// Batches already done (after a resume).
+        done: usize,
+    },
+    /// One batch's loss and gradients are done.
+    BatchDone,
+    /// An optimizer step was taken.
+    Step {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Steps so far.
+        step: usize,
+        /// Loss of the step's last batch.
+        loss: f64,
+        /// Learning rate of the step.
+        lr: f64,
+    },
+    /// An epoch's training ended (the dev evaluation follows).
+    EpochTrained,
+    /// The dev evaluation of an epoch.
+    Evaluated(&'a EpochRecord),
+    /// Stopping early: no better dev score for `epochs` epochs.
+    EarlyStop {
+        /// Epochs without a better dev score.
+        epochs: usize,
+    },
+    /// Stopping after `step` steps as asked (`stop_after_steps`); resume continues.
+    Stopped {
+        /// Steps taken.
+        step: usize,
+    },
+}
+
+/// Receives the loop's [`TrainEvent`]s.
+pub trait TrainObserver {
+    /// One event.
+    fn on(&mut self, event: TrainEvent<'_>);
+}
+
+/// An observer that ignores every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl TrainObserver for Silent {
+    fn on(&mut self, _event: TrainEvent<'_>) {}
+}
+
+/// `metrics.json` of a run folder: one schema, written by the loop (summary only) and completed by
+/// whoever runs it (method, data set, settings, baselines, wall time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The method (`linear-probe` for the head alone), if known.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The data set, if known.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// The settings the run was started with (the CLI's arguments).
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// What the loop did.
+    pub summary: RunSummary,
+    /// Baselines by name, each metric by name.
+    #[serde(default)]
+    pub baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Wall-clock seconds of the whole run, baselines included.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+impl RunReport {
+    /// A report holding only the loop's summary.
+    pub fn new(summary: RunSummary) -> Self {
+        Self {
+            method: None,
+            dataset: None,
+            settings: serde_json::Value::Null,
+            summary,
+            baselines: BTreeMap::new(),
+            seconds: 0.0,
+        }
+    }
+
+    /// Writes `out/metrics.json` atomically.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| io_err(out, e))?;
+        write_atomic(&out.join("metrics.json"), &text)
+    }
+
+    /// Reads `run/metrics.json`.
+    pub fn read(run: &Path) -> Result<Self> {
+        let path = run.join("metrics.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| io_err(&path, e))
+    }
+}
+
 /// Where the loop stands; saved with every checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Progress {
@@ -203,14 +322,30 @@ impl Progress {
 
 /// Trains `model` on `task`, writing the run folder `out`. With `resume`, continues from
 /// `out/state` if present: a run killed after any checkpoint finishes as if never stopped.
+/// Reports nothing while it runs; [`train_observed`] takes an observer.
 pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
-    backbone: &AnyBackbone<B>,
+    backbone: &dyn Backbone<B>,
     task: &T,
     model: T::Model,
     cfg: &TrainConfig,
     out: &Path,
     resume: bool,
     base_model: &str,
+) -> Result<(T::Model, RunSummary)> {
+    train_observed(backbone, task, model, cfg, out, resume, base_model, &mut Silent)
+}
+
+/// [`train`], reporting progress to `observer`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
+    backbone: &dyn Backbone<B>,
+    task: &T,
+    model: T::Model,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    base_model: &str,
+    observer: &mut dyn TrainObserver,
 ) -> Result<(T::Model, RunSummary)> {
     if cfg.batch_size == 0 || cfg.accumulation == 0 || cfg.epochs == 0 {
         return Err(TrainError::Config(
@@ -247,13 +382,12 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         p = serde_json::from_value(saved.extra["loop"].clone()).map_err(|e| {
             TrainError::Config(format!("{}: unreadable progress: {e}", state_dir.display()))
         })?;
-        eprintln!(
-            "resuming from {} at epoch {}, batch {}, step {}",
-            state_dir.display(),
-            p.epoch + 1,
-            p.batches_done,
-            p.step
-        );
+        observer.on(TrainEvent::Resumed {
+            state_dir: &state_dir,
+            epoch: p.epoch + 1,
+            batch: p.batches_done,
+            step: p.step,
+        });
     } else if metrics_path.exists() {
         std::fs::remove_file(&metrics_path).map_err(|e| io_err(&metrics_path, e))?;
     }
@@ -263,15 +397,12 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         let epoch = p.epoch;
         let started = std::time::Instant::now();
         let batches = epoch_batches(&lengths, cfg, epoch);
-        let bar = indicatif::ProgressBar::new(batches.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "epoch {msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("{}/{}", epoch + 1, cfg.epochs));
-        bar.set_position(p.batches_done as u64);
+        observer.on(TrainEvent::EpochStarted {
+            epoch: epoch + 1,
+            epochs: cfg.epochs,
+            batches: batches.len(),
+            done: p.batches_done,
+        });
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut pending = 0usize;
         for b in p.batches_done..batches.len() {
@@ -279,7 +410,6 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             let loss = task.loss(backbone, &model, &batches[b])?;
             let value: f64 = loss.clone().into_scalar().elem();
             if !value.is_finite() {
-                bar.abandon();
                 return Err(TrainError::NonFinite {
                     loss: value,
                     epoch: epoch + 1,
@@ -292,7 +422,7 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);
             pending += 1;
-            bar.inc(1);
+            observer.on(TrainEvent::BatchDone);
             if pending < cfg.accumulation && b + 1 < batches.len() {
                 continue;
             }
@@ -305,6 +435,7 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
                 &metrics_path,
                 &serde_json::json!({"epoch": epoch + 1, "step": p.step, "loss": value, "lr": lr}),
             )?;
+            observer.on(TrainEvent::Step { epoch: epoch + 1, step: p.step, loss: value, lr });
             let last_of_epoch = b + 1 == batches.len();
             let stop_here = cfg.stop_after_steps.is_some_and(|n| p.step >= n);
             if !last_of_epoch
@@ -312,14 +443,13 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             {
                 p.save(&state_dir, &model, &optim, cfg)?;
                 if stop_here {
-                    bar.abandon();
-                    eprintln!("stopping after step {} (resume to continue)", p.step);
+                    observer.on(TrainEvent::Stopped { step: p.step });
                     interrupted = true;
                     break 'epochs;
                 }
             }
         }
-        bar.finish_and_clear();
+        observer.on(TrainEvent::EpochTrained);
         // Evaluate with the parameters detached: no graph is kept for them.
         let dev = task.evaluate(backbone, &model.clone().no_grad(), cfg.batch_size)?;
         let record = EpochRecord {
@@ -329,14 +459,7 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             dev: dev.clone(),
             seconds: started.elapsed().as_secs_f64(),
         };
-        let shown: Vec<String> = dev.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        eprintln!(
-            "epoch {}: train loss {:.4}, dev {} ({:.0} s)",
-            record.epoch,
-            record.train_loss,
-            shown.join(", "),
-            record.seconds
-        );
+        observer.on(TrainEvent::Evaluated(&record));
         append_jsonl(&metrics_path, &serde_json::json!({"eval": record}))?;
         p.history.push(record);
         if p.best.as_ref().is_none_or(|b| dev.score > b.score) {
@@ -354,11 +477,11 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         p.save(&state_dir, &model, &optim, cfg)?;
         write_curve(out, &metrics_path, &p.history)?;
         if cfg.patience.is_some_and(|k| p.since_best >= k) {
-            eprintln!("early stop: no better dev score for {} epochs", p.since_best);
+            observer.on(TrainEvent::EarlyStop { epochs: p.since_best });
             break;
         }
         if cfg.stop_after_steps.is_some_and(|n| p.step >= n) && p.epoch < cfg.epochs {
-            eprintln!("stopping after step {} (resume to continue)", p.step);
+            observer.on(TrainEvent::Stopped { step: p.step });
             interrupted = true;
             break;
         }
@@ -371,8 +494,7 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         trainable_parameters,
         interrupted,
     };
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| io_err(out, e))?;
-    write_atomic(&out.join("metrics.json"), &text)?;
+    RunReport::new(summary.clone()).write(out)?;
     Ok((model, summary))
 }
 

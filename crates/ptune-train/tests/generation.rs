@@ -4,7 +4,6 @@
 //! repeatable. On ndarray and flex (their bool tensors differ).
 
 use burn::backend::{Flex, NdArray};
-use burn::tensor::backend::Backend;
 use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::prefix_tuning::PrefixTuningConfig;
 use ptune_prompt::prompt_tuning::PromptTuningConfig;
@@ -36,7 +35,7 @@ fn recomputed_next<B: FrozenOps>(
     prompt: &SoftPrompt<B>,
     ids: &[u32],
 ) -> u32 {
-    let AnyBackbone::Llama(llama) = backbone else { panic!("decoder") };
+    let llama = backbone.as_decoder().expect("a decoder");
     let batch = prompt.prepare(backbone, &[ids.to_vec()]).unwrap();
     let hidden = batch.strip_virtual(backbone.forward(batch.input.clone()).unwrap());
     let l = hidden.dims()[1];

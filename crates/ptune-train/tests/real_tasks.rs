@@ -177,8 +177,7 @@ fn steps<T: Task<AD>>(
 fn every_method_lowers_the_e2e_target_loss_on_smollm2() {
     let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let (backbone, tok) = model("smollm2");
-    let AnyBackbone::Llama(llama) = &backbone else { panic!("decoder") };
-    let eos = llama.config.eos_token_id.map(|e| e as u32);
+    let eos = backbone.as_decoder().expect("a decoder").eos_token_id();
     let examples = e2e_slice(&tok, eos);
     assert!(examples.iter().all(|e| e.target.last() == eos.as_ref()), "targets end with EOS");
     let task = CausalLm { train: &examples, dev: &examples, references: None };
@@ -190,7 +189,7 @@ fn every_method_lowers_the_e2e_target_loss_on_smollm2() {
         (
             "p-tuning-mlp",
             PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Mlp { hidden: 64 })
+                .with_encoder(PTuningEncoder::Mlp { hidden: Some(64) })
                 .init(&backbone, t)
                 .unwrap(),
             5e-3,
@@ -198,7 +197,7 @@ fn every_method_lowers_the_e2e_target_loss_on_smollm2() {
         (
             "p-tuning-lstm",
             PTuningConfig::new(n)
-                .with_encoder(PTuningEncoder::Lstm { hidden: 32, paper: false })
+                .with_encoder(PTuningEncoder::Lstm { hidden: Some(32), paper: false })
                 .init(&backbone, t)
                 .unwrap(),
             5e-3,

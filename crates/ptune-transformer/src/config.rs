@@ -22,9 +22,14 @@ pub enum PositionPolicy {
     Keep,
 }
 
-/// HF `BertConfig` (modeling_bert.py). Only absolute position embeddings are supported.
+/// HF `BertConfig` (modeling_bert.py), also read for RoBERTa and XLM-R (`RobertaConfig`,
+/// `XLMRobertaConfig`: the same encoder, with positions counted from `pad_token_id + 1`). Only
+/// absolute position embeddings are supported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// HF's `model_type`: `bert`, `roberta` or `xlm-roberta`.
+    #[serde(default = "default_bert_type")]
+    pub model_type: String,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Hidden size `d`.
@@ -54,6 +59,9 @@ pub struct BertConfig {
     pub position_embedding_type: String,
 }
 
+fn default_bert_type() -> String {
+    "bert".into()
+}
 fn default_gelu() -> String {
     "gelu".into()
 }
@@ -67,9 +75,14 @@ fn default_absolute() -> String {
     "absolute".into()
 }
 
-/// HF `LlamaConfig` (modeling_llama.py). RoPE scaling is not supported and rejected.
+/// HF `LlamaConfig` (modeling_llama.py), also read for Qwen2 (`Qwen2Config`, modeling_qwen2.py:
+/// the same decoder with biases on the query, key and value projections). RoPE scaling and
+/// sliding-window attention are not supported and rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
+    /// HF's `model_type`: `llama` or `qwen2`.
+    #[serde(default = "default_llama_type")]
+    pub model_type: String,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Hidden size `d`.
@@ -103,12 +116,15 @@ pub struct LlamaConfig {
     /// Whether the LM head shares the token embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    /// Bias on q/k/v/o projections (unsupported: must be false).
+    /// Bias on the q/k/v/o projections (Llama's `attention_bias`).
     #[serde(default)]
     pub attention_bias: bool,
-    /// Bias on the MLP (unsupported: must be false).
+    /// Bias on the MLP projections.
     #[serde(default)]
     pub mlp_bias: bool,
+    /// Qwen2's sliding-window attention (unsupported: must be false or absent).
+    #[serde(default)]
+    pub use_sliding_window: bool,
     /// Beginning-of-sequence token.
     #[serde(default)]
     pub bos_token_id: Option<usize>,
@@ -117,6 +133,9 @@ pub struct LlamaConfig {
     pub eos_token_id: Option<usize>,
 }
 
+fn default_llama_type() -> String {
+    "llama".into()
+}
 fn default_silu() -> String {
     "silu".into()
 }
@@ -127,7 +146,29 @@ fn default_rope_theta() -> f64 {
     10000.0
 }
 
+impl BertConfig {
+    /// Index of the first real position: RoBERTa and XLM-R count positions from
+    /// `pad_token_id + 1` (HF `create_position_ids_from_input_ids`), BERT from 0.
+    pub fn position_offset(&self) -> usize {
+        if self.model_type == "bert" {
+            0
+        } else {
+            self.pad_token_id + 1
+        }
+    }
+}
+
 impl LlamaConfig {
+    /// Whether the query, key and value projections have a bias (Qwen2, or `attention_bias`).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == "qwen2"
+    }
+
+    /// Whether the output projection has a bias (only with `attention_bias`).
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias
+    }
+
     /// Key/value heads (GQA).
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
@@ -137,6 +178,30 @@ impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
+}
+
+/// The code family that runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// [`crate::bert::Bert`].
+    Bert,
+    /// [`crate::llama::Llama`].
+    Llama,
+}
+
+/// Every HF `model_type` ptune reads, with the family that runs it: the registry a new checkpoint
+/// type is added to.
+pub const FAMILIES: &[(&str, Family)] = &[
+    ("bert", Family::Bert),
+    ("roberta", Family::Bert),
+    ("xlm-roberta", Family::Bert),
+    ("llama", Family::Llama),
+    ("qwen2", Family::Llama),
+];
+
+/// The `model_type`s of [`FAMILIES`], comma-separated (for messages).
+pub fn supported_model_types() -> String {
+    FAMILIES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
 }
 
 /// A backbone config, tagged by HF's `model_type`.
@@ -166,14 +231,20 @@ impl ModelConfig {
             .and_then(|v| v.as_str())
             .ok_or_else(|| err("no `model_type` field".into()))?
             .to_string();
-        let config = match model_type.as_str() {
-            "bert" => ModelConfig::Bert(
-                serde_json::from_value(value).map_err(|e| err(format!("bert config: {e}")))?,
+        let family = FAMILIES
+            .iter()
+            .find(|(name, _)| *name == model_type)
+            .map(|&(_, family)| family)
+            .ok_or_else(|| TransformerError::UnknownArchitecture(model_type.clone()))?;
+        let config = match family {
+            Family::Bert => ModelConfig::Bert(
+                serde_json::from_value(value)
+                    .map_err(|e| err(format!("{model_type} config: {e}")))?,
             ),
-            "llama" => ModelConfig::Llama(
-                serde_json::from_value(value).map_err(|e| err(format!("llama config: {e}")))?,
+            Family::Llama => ModelConfig::Llama(
+                serde_json::from_value(value)
+                    .map_err(|e| err(format!("{model_type} config: {e}")))?,
             ),
-            other => return Err(TransformerError::UnknownArchitecture(other.into())),
         };
         config.validate().map_err(err)?;
         Ok(config)
@@ -205,6 +276,14 @@ impl ModelConfig {
                 }
                 if c.hidden_act != "gelu" {
                     return Err(format!("hidden_act `{}` unsupported (only `gelu`)", c.hidden_act));
+                }
+                if c.max_position_embeddings <= c.position_offset() {
+                    return Err(format!(
+                        "max_position_embeddings {} leaves no position after the offset {} of {}",
+                        c.max_position_embeddings,
+                        c.position_offset(),
+                        c.model_type
+                    ));
                 }
                 if c.position_embedding_type != "absolute" {
                     return Err(format!(
@@ -238,8 +317,8 @@ impl ModelConfig {
                 if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
                     return Err("rope_scaling is not supported".into());
                 }
-                if c.attention_bias || c.mlp_bias {
-                    return Err("attention_bias / mlp_bias are not supported".into());
+                if c.use_sliding_window {
+                    return Err("sliding-window attention is not supported".into());
                 }
             }
         }
@@ -257,7 +336,7 @@ impl ModelConfig {
                 head_dim: c.hidden_size / c.num_attention_heads,
                 hidden_size: c.hidden_size,
                 vocab_size: c.vocab_size,
-                max_positions: c.max_position_embeddings,
+                max_positions: c.max_position_embeddings.saturating_sub(c.position_offset()),
             },
             ModelConfig::Llama(c) => BackboneDims {
                 architecture: "llama",
@@ -331,5 +410,41 @@ mod tests {
         .unwrap();
         let d = c.dims();
         assert_eq!((d.num_kv_heads, d.head_dim, d.kv_dim()), (2, 8, 16));
+    }
+
+    #[test]
+    fn every_registered_model_type_parses_to_its_family() {
+        let encoder = |t: &str| {
+            format!(
+                r#"{{"model_type":"{t}","vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
+                    "num_attention_heads":2,"intermediate_size":8,"max_position_embeddings":514,
+                    "pad_token_id":1}}"#
+            )
+        };
+        for (t, offset) in [("bert", 0), ("roberta", 2), ("xlm-roberta", 2)] {
+            let ModelConfig::Bert(c) = ModelConfig::from_json(&encoder(t), "t").unwrap() else {
+                panic!("{t} is an encoder")
+            };
+            assert_eq!(c.position_offset(), offset, "{t}");
+            assert_eq!(ModelConfig::Bert(c).dims().max_positions, 514 - offset, "{t}");
+        }
+        let decoder = |t: &str, extra: &str| {
+            format!(
+                r#"{{"model_type":"{t}","vocab_size":10,"hidden_size":32,"num_hidden_layers":1,
+                    "num_attention_heads":4,"intermediate_size":8,"max_position_embeddings":64{extra}}}"#
+            )
+        };
+        let parse = |json: String| match ModelConfig::from_json(&json, "t").unwrap() {
+            ModelConfig::Llama(c) => (c.qkv_bias(), c.o_bias()),
+            other => panic!("{other:?} is not a decoder"),
+        };
+        assert_eq!(parse(decoder("llama", "")), (false, false));
+        assert_eq!(parse(decoder("llama", r#","attention_bias":true"#)), (true, true));
+        assert_eq!(parse(decoder("qwen2", "")), (true, false));
+        let e = ModelConfig::from_json(&decoder("qwen2", r#","use_sliding_window":true"#), "t")
+            .unwrap_err();
+        assert!(e.to_string().contains("sliding-window"), "{e}");
+        let e = ModelConfig::from_json(r#"{"model_type":"gpt2"}"#, "t").unwrap_err();
+        assert!(e.to_string().contains("bert, roberta, xlm-roberta, llama, qwen2"), "{e}");
     }
 }

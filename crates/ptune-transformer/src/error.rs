@@ -24,7 +24,10 @@ pub enum TransformerError {
         message: String,
     },
     /// The config names an architecture this crate does not implement.
-    #[error("unknown architecture `{0}` (supported: bert, llama)")]
+    #[error(
+        "unknown architecture `{0}` (supported: {supported})",
+        supported = crate::config::supported_model_types()
+    )]
     UnknownArchitecture(String),
     /// A weight file is truncated, corrupt or not in the expected format.
     #[error("corrupt weight file {path}: {message}")]

@@ -1,9 +1,10 @@
 //! What a backbone runs on: input embeddings plus the hooks soft-prompt methods need.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::attention::PrefixKv;
+use crate::cache::KvCache;
 use crate::config::{BackboneDims, PositionPolicy};
 use crate::error::{Result, TransformerError};
 
@@ -101,7 +102,28 @@ impl<B: Backend> BackboneInput<B> {
 }
 
 /// The hooks every backbone offers to soft-prompt methods. Heads live outside the backbone.
+///
+/// The trait is object-safe: tasks, training, generation and evaluation take `&dyn Backbone<B>`
+/// and ask for a family's extra capabilities with [`Backbone::as_encoder`] and
+/// [`Backbone::as_decoder`]. A new model family implements this trait plus [`Encoder`] or
+/// [`Decoder`] (or both) and nothing above `ptune-transformer` changes.
 pub trait Backbone<B: Backend> {
+    /// The family's name as HF's `model_type` spells it (`"bert"`, `"llama"`, …), for messages.
+    fn family(&self) -> &'static str;
+
+    /// Number of (frozen) parameters.
+    fn num_params(&self) -> usize;
+
+    /// This backbone as an encoder (pooling), if it is one.
+    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
+        None
+    }
+
+    /// This backbone as a decoder (LM head, KV cache), if it is one.
+    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
+        None
+    }
+
     /// Shape facts (layers, heads, KV heads, widths, positions).
     fn dims(&self) -> BackboneDims;
 
@@ -126,6 +148,113 @@ pub trait Backbone<B: Backend> {
     /// # Shapes
     /// - input.embeds: `[b, s, d]` → per layer `([b, n_kv_heads, s, head_dim], same)`
     fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>>;
+}
+
+/// What an encoder adds to [`Backbone`]: its own pooling of a sequence into one vector.
+pub trait Encoder<B: Backend>: Backbone<B> {
+    /// HF's pooler (BERT: dense + tanh on the first position). `None` if the checkpoint has none.
+    ///
+    /// # Shapes
+    /// - hidden: `[b, s, d]` → `[b, d]`
+    fn pooler(&self, hidden: Tensor<B, 3>) -> Option<Tensor<B, 2>>;
+}
+
+/// What a decoder adds to [`Backbone`]: a forward pass that reads and extends a [`KvCache`], an LM
+/// head, and its end-of-sequence token.
+pub trait Decoder<B: Backend>: Backbone<B> {
+    /// Runs new tokens through the decoder, reading and extending `cache`.
+    ///
+    /// `input.padding_mask` covers only the new tokens; the cache remembers earlier ones. The
+    /// prefix (if any) must be passed on every call; it is not cached.
+    ///
+    /// # Shapes
+    /// - input.embeds: `[b, s, d]` → `[b, s, d]` (after the final norm)
+    fn forward_cached(
+        &self,
+        input: BackboneInput<B>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>>;
+
+    /// The LM head on hidden states.
+    ///
+    /// # Shapes
+    /// - hidden: `[b, s, d]` → `[b, s, vocab]`
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// The LM head on chosen positions only: `positions` are flat indices `r * s + i` into
+    /// `hidden` (row `r`, position `i`). Training and cloze scoring need a few positions of each
+    /// row, and the head is the widest product of a small decoder.
+    ///
+    /// # Shapes
+    /// - hidden: `[b, s, d]`, positions: `n` → `[n, vocab]`
+    fn logits_at(&self, hidden: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 2> {
+        let [b, s, d] = hidden.dims();
+        let n = positions.len();
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [n]),
+            &hidden.device(),
+        );
+        let rows = hidden.reshape([b * s, d]).select(0, index);
+        let logits = self.logits(rows.reshape([1, n, d]));
+        let vocab = logits.dims()[2];
+        logits.reshape([n, vocab])
+    }
+
+    /// The checkpoint's end-of-sequence token, if its config names one.
+    fn eos_token_id(&self) -> Option<u32>;
+
+    /// An empty cache for this decoder.
+    fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.dims().num_layers)
+    }
+
+    /// Greedy decoding of one prompt with the KV cache: the `max_tokens` (or fewer, on `eos`) new
+    /// ids.
+    fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        max_tokens: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        let dims = self.dims();
+        check_ids(prompt, dims.vocab_size)?;
+        if prompt.is_empty() {
+            return Err(TransformerError::Input("empty prompt".into()));
+        }
+        let device = self.embedding_matrix().device();
+        let mut cache = self.new_cache();
+        let mut next_input: Vec<u32> = prompt.to_vec();
+        let mut out = Vec::with_capacity(max_tokens);
+        for _ in 0..max_tokens {
+            let n = next_input.len();
+            let hidden = self.forward_cached(
+                BackboneInput::new(self.embed(ids_tensor(&next_input, &device))),
+                &mut cache,
+            )?;
+            let logits = self.logits(hidden.narrow(1, n - 1, 1)).reshape([dims.vocab_size]);
+            let next = logits
+                .argmax(0)
+                .into_data()
+                .iter::<i64>()
+                .next()
+                .ok_or_else(|| TransformerError::Input("empty logits".into()))?
+                as u32;
+            out.push(next);
+            if Some(next) == eos {
+                break;
+            }
+            next_input = vec![next];
+        }
+        Ok(out)
+    }
+}
+
+/// One row of token ids as a `[1, n]` tensor.
+pub fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]),
+        device,
+    )
 }
 
 /// Checks token ids against the vocabulary (an unknown id is an error, not an out-of-bounds read).

@@ -10,7 +10,7 @@ use crate::bert::{load_bert, Bert};
 use crate::config::{BackboneDims, ModelConfig};
 use crate::error::{Result, TransformerError};
 use crate::frozen::FrozenOps;
-use crate::input::{Backbone, BackboneInput};
+use crate::input::{Backbone, BackboneInput, Decoder, Encoder};
 use crate::llama::{load_llama, Llama};
 use crate::loader::gguf::{GgufFile, GgufLlamaSource};
 use crate::loader::safetensors::SafetensorsSource;
@@ -114,46 +114,44 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
     }
 }
 
-impl<B: FrozenOps> Backbone<B> for AnyBackbone<B> {
-    fn dims(&self) -> BackboneDims {
+impl<B: FrozenOps> AnyBackbone<B> {
+    /// The backbone behind the enum: the one place a family is matched after loading.
+    pub fn as_dyn(&self) -> &dyn Backbone<B> {
         match self {
-            AnyBackbone::Bert(m) => m.dims(),
-            AnyBackbone::Llama(m) => m.dims(),
-        }
-    }
-    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        match self {
-            AnyBackbone::Bert(m) => m.embed(ids),
-            AnyBackbone::Llama(m) => m.embed(ids),
-        }
-    }
-    fn embedding_matrix(&self) -> Tensor<B, 2> {
-        match self {
-            AnyBackbone::Bert(m) => m.embedding_matrix(),
-            AnyBackbone::Llama(m) => m.embedding_matrix(),
-        }
-    }
-    fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
-        match self {
-            AnyBackbone::Bert(m) => m.forward(input),
-            AnyBackbone::Llama(m) => m.forward(input),
-        }
-    }
-    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
-        match self {
-            AnyBackbone::Bert(m) => m.key_values(input),
-            AnyBackbone::Llama(m) => m.key_values(input),
+            AnyBackbone::Bert(m) => m,
+            AnyBackbone::Llama(m) => m,
         }
     }
 }
 
-impl<B: Backend> AnyBackbone<B> {
-    /// Number of parameters.
-    pub fn num_params(&self) -> usize {
-        use burn::module::Module;
-        match self {
-            AnyBackbone::Bert(m) => m.num_params(),
-            AnyBackbone::Llama(m) => m.num_params(),
-        }
+/// Every method forwards to [`AnyBackbone::as_dyn`], so `&AnyBackbone` works wherever a
+/// `&dyn Backbone` is asked for.
+impl<B: FrozenOps> Backbone<B> for AnyBackbone<B> {
+    fn family(&self) -> &'static str {
+        self.as_dyn().family()
+    }
+    fn num_params(&self) -> usize {
+        self.as_dyn().num_params()
+    }
+    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
+        self.as_dyn().as_encoder()
+    }
+    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
+        self.as_dyn().as_decoder()
+    }
+    fn dims(&self) -> BackboneDims {
+        self.as_dyn().dims()
+    }
+    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.as_dyn().embed(ids)
+    }
+    fn embedding_matrix(&self) -> Tensor<B, 2> {
+        self.as_dyn().embedding_matrix()
+    }
+    fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
+        self.as_dyn().forward(input)
+    }
+    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        self.as_dyn().key_values(input)
     }
 }

@@ -1,12 +1,12 @@
-//! Tiny random BERT and Llama (made by scripts/gen_reference.py) against HF transformers 4.57.6:
-//! plain, with a padding mask, with a prefix passed as past_key_values; on every CPU backend and wgpu.
+//! Tiny random BERT, RoBERTa, Llama and Qwen2 (made by scripts/gen_reference.py) against HF
+//! transformers 4.57.6: plain, with a padding mask, with a prefix passed as past_key_values; on every
+//! CPU backend and wgpu. The checks run through the `Backbone` / `Encoder` / `Decoder` traits, so one
+//! check serves every model of a kind.
 
 mod common;
 
-use burn::module::Module;
 use burn::tensor::Tensor;
 use common::*;
-use ptune_transformer::llama::KvCache;
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{
     load_model, AnyBackbone, Backbone, BackboneInput, LayerPrefix, PositionPolicy, PrefixKv,
@@ -32,18 +32,21 @@ fn prefix<B: FrozenOps>(r: &serde_json::Value, device: &B::Device) -> PrefixKv<B
     }
 }
 
-pub fn tiny_bert<B: FrozenOps>(tol: f32) {
+/// An encoder fixture `tiny-<name>` against `tiny_<name>_reference.json`.
+pub fn tiny_encoder<B: FrozenOps>(name: &str, tol: f32) {
     let device = Default::default();
-    let r = fixture("tiny_bert_reference.json");
-    let AnyBackbone::Bert(model) = load::<B>("tiny-bert") else { panic!("not bert") };
+    let r = fixture(&format!("tiny_{name}_reference.json"));
+    let loaded = load::<B>(&format!("tiny-{name}"));
+    let model = loaded.as_encoder().expect("an encoder");
     let ids = int_tensor::<B, 2>(&r["input_ids"], &device);
     let types = int_tensor::<B, 2>(&r["token_type_ids"], &device);
     let input = || BackboneInput::new(model.embed(ids.clone())).with_token_types(types.clone());
 
     let hidden = model.forward(input()).expect("forward");
-    assert_close("tiny bert plain", &to_vec(hidden.clone()), &floats(&r["plain_last_hidden"]), tol);
-    let pooled = model.pool(hidden).expect("pooler");
-    assert_close("tiny bert pooled", &to_vec(pooled), &floats(&r["plain_pooled"]), tol);
+    let what = |part: &str| format!("tiny {name} {part}");
+    assert_close(&what("plain"), &to_vec(hidden.clone()), &floats(&r["plain_last_hidden"]), tol);
+    let pooled = model.pooler(hidden).expect("pooler");
+    assert_close(&what("pooled"), &to_vec(pooled), &floats(&r["plain_pooled"]), tol);
 
     let mask = ints(&r["attention_mask"]);
     let masked = model
@@ -51,7 +54,7 @@ pub fn tiny_bert<B: FrozenOps>(tol: f32) {
         .unwrap();
     let keep = valid_positions(&mask, 7, 32);
     assert_close_where(
-        "tiny bert masked",
+        &what("masked"),
         &to_vec(masked),
         &floats(&r["masked_last_hidden"]),
         tol,
@@ -66,7 +69,7 @@ pub fn tiny_bert<B: FrozenOps>(tol: f32) {
         )
         .unwrap();
     assert_close_where(
-        "tiny bert prefix",
+        &what("prefix"),
         &to_vec(with_prefix),
         &floats(&r["prefix_last_hidden"]),
         tol,
@@ -74,22 +77,20 @@ pub fn tiny_bert<B: FrozenOps>(tol: f32) {
     );
 }
 
-pub fn tiny_llama<B: FrozenOps>(tol: f32) {
+/// A decoder fixture `tiny-<name>` against `tiny_<name>_reference.json`.
+pub fn tiny_decoder<B: FrozenOps>(name: &str, tol: f32) {
     let device = Default::default();
-    let r = fixture("tiny_llama_reference.json");
-    let AnyBackbone::Llama(model) = load::<B>("tiny-llama") else { panic!("not llama") };
+    let r = fixture(&format!("tiny_{name}_reference.json"));
+    let loaded = load::<B>(&format!("tiny-{name}"));
+    let model = loaded.as_decoder().expect("a decoder");
     let ids = int_tensor::<B, 2>(&r["input_ids"], &device);
     let input = || BackboneInput::new(model.embed(ids.clone()));
+    let what = |part: &str| format!("tiny {name} {part}");
 
     let hidden = model.forward(input()).unwrap();
-    assert_close(
-        "tiny llama hidden",
-        &to_vec(hidden.clone()),
-        &floats(&r["plain_last_hidden"]),
-        tol,
-    );
+    assert_close(&what("hidden"), &to_vec(hidden.clone()), &floats(&r["plain_last_hidden"]), tol);
     let logits = model.logits(hidden);
-    assert_close("tiny llama logits", &to_vec(logits.clone()), &floats(&r["plain_logits"]), tol);
+    assert_close(&what("logits"), &to_vec(logits.clone()), &floats(&r["plain_logits"]), tol);
 
     let mask = ints(&r["attention_mask"]);
     let keep = valid_positions(&mask, 6, 128);
@@ -98,13 +99,7 @@ pub fn tiny_llama<B: FrozenOps>(tol: f32) {
             .forward(input().with_padding_mask(padding_mask(&r["attention_mask"], &device)))
             .unwrap(),
     );
-    assert_close_where(
-        "tiny llama masked",
-        &to_vec(masked),
-        &floats(&r["masked_logits"]),
-        tol,
-        &keep,
-    );
+    assert_close_where(&what("masked"), &to_vec(masked), &floats(&r["masked_logits"]), tol, &keep);
 
     let with_prefix = model.logits(
         model
@@ -116,7 +111,7 @@ pub fn tiny_llama<B: FrozenOps>(tol: f32) {
             .unwrap(),
     );
     assert_close_where(
-        "tiny llama prefix",
+        &what("prefix"),
         &to_vec(with_prefix),
         &floats(&r["prefix_logits"]),
         tol,
@@ -124,7 +119,7 @@ pub fn tiny_llama<B: FrozenOps>(tol: f32) {
     );
 
     // KV cache: 4 tokens then 2 give the same last logits as one pass over 6.
-    let mut cache = KvCache::new(2);
+    let mut cache = model.new_cache();
     let first = model
         .forward_cached(BackboneInput::new(model.embed(ids.clone().narrow(1, 0, 4))), &mut cache)
         .unwrap();
@@ -133,11 +128,11 @@ pub fn tiny_llama<B: FrozenOps>(tol: f32) {
         .unwrap();
     assert_eq!(cache.len(), 6);
     let incremental = model.logits(Tensor::cat(vec![first, second], 1));
-    assert_close("tiny llama kv cache", &to_vec(incremental), &to_vec(logits), tol);
+    assert_close(&what("kv cache"), &to_vec(incremental), &to_vec(logits), tol);
 }
 
 pub fn all_parameters_loaded<B: FrozenOps>() {
-    for name in ["tiny-bert", "tiny-llama"] {
+    for name in ["tiny-bert", "tiny-roberta", "tiny-llama", "tiny-qwen2"] {
         let loaded = load_model::<B>(&fixtures_dir().join(name), &Default::default()).unwrap();
         let file =
             ptune_transformer::loader::safetensors::SafetensorsSource::open(&loaded.weights_path)
@@ -148,8 +143,8 @@ pub fn all_parameters_loaded<B: FrozenOps>() {
         used.sort();
         assert_eq!(used, in_file, "{name}: every tensor of the file, and only those, loaded");
         let values: usize = match &loaded.backbone {
-            AnyBackbone::Bert(m) => m.num_params(),
-            AnyBackbone::Llama(m) => m.num_params(),
+            AnyBackbone::Bert(m) => burn::module::Module::num_params(m),
+            AnyBackbone::Llama(m) => burn::module::Module::num_params(m),
         };
         assert_eq!(values, loaded.backbone.num_params());
         assert!(values > 10_000, "{name}: {values} parameters");
@@ -201,11 +196,19 @@ macro_rules! backend_tests {
         mod $name {
             #[test]
             fn tiny_bert_matches_hf() {
-                super::tiny_bert::<$backend>($tol);
+                super::tiny_encoder::<$backend>("bert", $tol);
+            }
+            #[test]
+            fn tiny_roberta_matches_hf() {
+                super::tiny_encoder::<$backend>("roberta", $tol);
             }
             #[test]
             fn tiny_llama_matches_hf() {
-                super::tiny_llama::<$backend>($tol);
+                super::tiny_decoder::<$backend>("llama", $tol);
+            }
+            #[test]
+            fn tiny_qwen2_matches_hf() {
+                super::tiny_decoder::<$backend>("qwen2", $tol);
             }
             #[test]
             fn every_parameter_is_loaded() {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{load_model, AnyBackbone, Backbone, BackboneInput, LoadedModel};
+use ptune_transformer::{load_model, AnyBackbone, Backbone, BackboneInput, Decoder, LoadedModel};
 
 fn ids_tensor<B: FrozenOps>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();

@@ -8,6 +8,7 @@ use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::prefix_tuning::{PrefixInit, PrefixTuningConfig};
+use crate::registry::{MethodInfo, MethodOptions};
 use crate::soft_prompt::SoftPrompt;
 use crate::spec::MethodKind;
 
@@ -42,11 +43,32 @@ pub struct PTuningV2Config {
     pub init: PrefixInit,
 }
 
+/// The registry entry of P-Tuning v2.
+pub const INFO: MethodInfo = MethodInfo {
+    kind: MethodKind::PTuningV2,
+    name: "p-tuning-v2",
+    peft_type: "PREFIX_TUNING",
+    summary: "deep prompts at every layer (or the top k), without reparameterization",
+    options: &["virtual_tokens", "prefix_dropout", "top_layers"],
+};
+
 impl PTuningV2Config {
+    /// The config `options` describe: direct per-layer tables on every layer (or the top
+    /// `top_layers`), prefix dropout 0.1.
+    pub fn from_options(options: &MethodOptions) -> Self {
+        let layers = match options.top_layers {
+            Some(k) => LayerSelection::Top(k),
+            None => LayerSelection::All,
+        };
+        Self::new(options.virtual_tokens())
+            .with_layers(layers)
+            .with_prefix_dropout(options.prefix_dropout.unwrap_or(0.1))
+    }
+
     /// Builds the deep prompt for `backbone`.
     pub fn init<B: FrozenOps>(
         &self,
-        backbone: &impl Backbone<B>,
+        backbone: &(impl Backbone<B> + ?Sized),
         tokenizer: Option<&TextTokenizer>,
     ) -> crate::error::Result<SoftPrompt<B>> {
         let n_layers = backbone.dims().num_layers;

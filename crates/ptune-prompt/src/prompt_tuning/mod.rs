@@ -7,7 +7,10 @@ use ptune_reparam::{PromptTable, Reparam};
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::PromptError;
+use crate::registry::{MethodInfo, MethodOptions};
 use crate::soft_prompt::SoftPrompt;
 use crate::spec::{EncoderSpec, MethodKind, Placement, PromptSpec};
 
@@ -40,6 +43,56 @@ pub struct PromptTuningConfig {
     pub init: PromptInit,
 }
 
+/// The registry entry of Prompt Tuning.
+pub const INFO: MethodInfo = MethodInfo {
+    kind: MethodKind::PromptTuning,
+    name: "prompt-tuning",
+    peft_type: "PROMPT_TUNING",
+    summary: "N trainable vectors prepended to the input embeddings",
+    options: &["virtual_tokens"],
+};
+
+impl PromptTuningConfig {
+    /// The config `options` describe (ptune's scaled-random init).
+    pub fn from_options(options: &MethodOptions) -> Self {
+        Self::new(options.virtual_tokens())
+    }
+}
+
+/// Prompt Tuning's fields of PEFT's `adapter_config.json` (`PromptTuningConfig`). A saved
+/// adapter holds the trained table, so its init is recorded as PEFT's `RANDOM`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptTuningPeft {
+    /// `RANDOM`, `SAMPLE_VOCAB` or `TEXT`.
+    #[serde(default = "random_init")]
+    pub prompt_tuning_init: String,
+    /// The init text of `TEXT`.
+    #[serde(default)]
+    pub prompt_tuning_init_text: Option<String>,
+    /// The tokenizer of `TEXT`.
+    #[serde(default)]
+    pub tokenizer_name_or_path: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub tokenizer_kwargs: Option<serde_json::Value>,
+}
+
+fn random_init() -> String {
+    "RANDOM".into()
+}
+
+impl PromptTuningPeft {
+    /// The fields written for a trained prompt.
+    pub fn for_spec() -> Self {
+        Self {
+            prompt_tuning_init: random_init(),
+            prompt_tuning_init_text: None,
+            tokenizer_name_or_path: None,
+            tokenizer_kwargs: None,
+        }
+    }
+}
+
 /// Ids tiled or trimmed to `n` (PEFT's TEXT init rule).
 pub(crate) fn tile(ids: &[u32], n: usize) -> crate::error::Result<Vec<u32>> {
     if ids.is_empty() {
@@ -50,7 +103,7 @@ pub(crate) fn tile(ids: &[u32], n: usize) -> crate::error::Result<Vec<u32>> {
 
 /// Rows of the vocabulary embedding matrix.
 pub(crate) fn embedding_rows<B: FrozenOps>(
-    backbone: &impl Backbone<B>,
+    backbone: &(impl Backbone<B> + ?Sized),
     ids: &[u32],
 ) -> crate::error::Result<Tensor<B, 2>> {
     let dims = backbone.dims();
@@ -79,7 +132,7 @@ impl PromptTuningConfig {
     /// Builds the trainable prompt for `backbone` (`tokenizer` is needed by the text and label inits).
     pub fn init<B: FrozenOps>(
         &self,
-        backbone: &impl Backbone<B>,
+        backbone: &(impl Backbone<B> + ?Sized),
         tokenizer: Option<&TextTokenizer>,
     ) -> crate::error::Result<SoftPrompt<B>> {
         let n = crate::spec::check_virtual_tokens(self.num_virtual_tokens)?;

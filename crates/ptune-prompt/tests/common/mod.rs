@@ -64,12 +64,13 @@ pub fn task_logits<B: FrozenOps>(
     batch: PromptedBatch<B>,
 ) -> Vec<f32> {
     let hidden = backbone.forward(batch.input).expect("forward");
-    match backbone {
-        AnyBackbone::Bert(bert) => {
-            let pooled = bert.pool(hidden).expect("pooler");
+    match (backbone.as_encoder(), backbone.as_decoder()) {
+        (Some(encoder), _) => {
+            let pooled = encoder.pooler(hidden).expect("pooler");
             to_vec(head.expect("head").forward(pooled))
         }
-        AnyBackbone::Llama(llama) => to_vec(llama.logits(hidden)),
+        (None, Some(decoder)) => to_vec(decoder.logits(hidden)),
+        (None, None) => panic!("a backbone is an encoder or a decoder"),
     }
 }
 

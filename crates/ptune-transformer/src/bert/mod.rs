@@ -1,5 +1,7 @@
 //! BERT-family encoder mirroring HF `BertModel` (transformers 4.57 `modeling_bert.py`):
 //! word + position + token-type embeddings → LayerNorm, post-LN blocks with exact GELU, pooler.
+//! RoBERTa and XLM-R (`modeling_roberta.py`, `modeling_xlm_roberta.py`) are the same network with
+//! positions counted from `pad_token_id + 1`.
 
 mod load;
 
@@ -17,7 +19,7 @@ use crate::config::{BackboneDims, BertConfig, ModelConfig};
 use crate::dense::dense;
 use crate::error::Result;
 use crate::frozen::{self, FrozenOps, NormKind};
-use crate::input::{Backbone, BackboneInput};
+use crate::input::{Backbone, BackboneInput, Encoder};
 
 /// HF `BertEmbeddings`.
 #[derive(Module, Debug)]
@@ -126,12 +128,9 @@ impl<B: FrozenOps> BertLayer<B> {
     }
 }
 
-impl<B: Backend> Bert<B> {
-    /// HF `BertPooler`: dense + tanh on the first position. `None` if the checkpoint has no pooler.
-    ///
-    /// # Shapes
-    /// - hidden: `[b, s, d]` → `[b, d]`
-    pub fn pool(&self, hidden: Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+impl<B: FrozenOps> Encoder<B> for Bert<B> {
+    /// HF `BertPooler`: dense + tanh on the first position.
+    fn pooler(&self, hidden: Tensor<B, 3>) -> Option<Tensor<B, 2>> {
         let pooler = self.pooler.as_ref()?;
         let [b, _, d] = hidden.dims();
         let first = hidden.narrow(1, 0, 1).reshape([b, d]);
@@ -140,6 +139,18 @@ impl<B: Backend> Bert<B> {
 }
 
 impl<B: FrozenOps> Backbone<B> for Bert<B> {
+    fn family(&self) -> &'static str {
+        "bert"
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+
+    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
+        Some(self)
+    }
+
     fn dims(&self) -> BackboneDims {
         ModelConfig::Bert(self.config.clone()).dims()
     }
@@ -175,8 +186,10 @@ impl<B: FrozenOps> Bert<B> {
         let offsets =
             position_offsets(input.positions, input.prefix.as_ref(), b, 0, s, dims.max_positions)?;
         let device = input.embeds.device();
+        // RoBERTa / XLM-R count from `pad_token_id + 1` (HF `create_position_ids_from_input_ids`).
+        let first = self.config.position_offset();
         let positions: Vec<i64> =
-            offsets.iter().flat_map(|&o| (o..o + s).map(|p| p as i64)).collect();
+            offsets.iter().flat_map(|&o| (first + o..first + o + s).map(|p| p as i64)).collect();
         let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, s]), &device);
         let types =
             input.token_types.unwrap_or_else(|| Tensor::<B, 2, Int>::zeros([b, s], &device));

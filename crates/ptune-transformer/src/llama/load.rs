@@ -1,5 +1,7 @@
-//! HF `LlamaForCausalLM` weights → [`Llama`]. GGUF files are read through the same HF names
-//! (see `loader::gguf` for the GGUF side of the table).
+//! HF `LlamaForCausalLM` (and `Qwen2ForCausalLM`) weights → [`Llama`]. GGUF files are read through
+//! the same HF names (see `loader::gguf` for the GGUF side of the table). Biases (`.bias` beside
+//! each `.weight`) are read where the config has them: q/k/v for Qwen2, q/k/v/o with
+//! `attention_bias`, the MLP with `mlp_bias`.
 //!
 //! | HF name                                            | field                                 |
 //! |----------------------------------------------------|---------------------------------------|
@@ -27,6 +29,7 @@ pub fn load_llama<B: Backend>(
     let mut l = ParamLoader::<B>::new(source, device);
     let (d, ffn, eps) = (config.hidden_size, config.intermediate_size, config.rms_norm_eps);
     let (heads, kv_heads, hd) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
+    let (qkv_bias, o_bias, mlp_bias) = (config.qkv_bias(), config.o_bias(), config.mlp_bias);
     let embed_tokens = l.embedding("model.embed_tokens", config.vocab_size, d)?;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
@@ -34,19 +37,19 @@ pub fn load_llama<B: Backend>(
         layers.push(LlamaLayer {
             input_norm: l.rms_norm(&format!("{p}.input_layernorm"), d, eps)?,
             attention: LlamaAttention {
-                q_proj: l.linear(&format!("{p}.self_attn.q_proj"), d, heads * hd, false)?,
-                k_proj: l.linear(&format!("{p}.self_attn.k_proj"), d, kv_heads * hd, false)?,
-                v_proj: l.linear(&format!("{p}.self_attn.v_proj"), d, kv_heads * hd, false)?,
-                o_proj: l.linear(&format!("{p}.self_attn.o_proj"), heads * hd, d, false)?,
+                q_proj: l.linear(&format!("{p}.self_attn.q_proj"), d, heads * hd, qkv_bias)?,
+                k_proj: l.linear(&format!("{p}.self_attn.k_proj"), d, kv_heads * hd, qkv_bias)?,
+                v_proj: l.linear(&format!("{p}.self_attn.v_proj"), d, kv_heads * hd, qkv_bias)?,
+                o_proj: l.linear(&format!("{p}.self_attn.o_proj"), heads * hd, d, o_bias)?,
                 num_heads: heads,
                 num_kv_heads: kv_heads,
                 head_dim: hd,
             },
             post_norm: l.rms_norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
             mlp: LlamaMlp {
-                gate_proj: l.linear(&format!("{p}.mlp.gate_proj"), d, ffn, false)?,
-                up_proj: l.linear(&format!("{p}.mlp.up_proj"), d, ffn, false)?,
-                down_proj: l.linear(&format!("{p}.mlp.down_proj"), ffn, d, false)?,
+                gate_proj: l.linear(&format!("{p}.mlp.gate_proj"), d, ffn, mlp_bias)?,
+                up_proj: l.linear(&format!("{p}.mlp.up_proj"), d, ffn, mlp_bias)?,
+                down_proj: l.linear(&format!("{p}.mlp.down_proj"), ffn, d, mlp_bias)?,
             },
         });
     }

@@ -1,5 +1,6 @@
 //! Llama-family decoder mirroring HF `LlamaForCausalLM` (transformers 4.57 `modeling_llama.py`):
 //! RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, tied or untied LM head, KV cache.
+//! Qwen2 (`modeling_qwen2.py`, full attention) is the same network with q/k/v biases.
 
 mod load;
 mod rope;
@@ -15,13 +16,14 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use crate::attention::{
     attention_bias, attention_mask, layer_bias, position_offsets, with_prefix, LayerPrefix,
 };
+use crate::cache::KvCache;
 use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
 use crate::dense::{dense, project};
 use crate::error::{Result, TransformerError};
 use crate::frozen::{self, FrozenOps, NormKind};
-use crate::input::{Backbone, BackboneInput};
+use crate::input::{Backbone, BackboneInput, Decoder};
 
-/// HF `LlamaAttention` (no biases).
+/// HF `LlamaAttention` (biases where the config has them: Qwen2 `Qwen2Attention` has them on q/k/v).
 #[derive(Module, Debug)]
 pub struct LlamaAttention<B: Backend> {
     /// `q_proj` `[d → heads·head_dim]`.
@@ -78,51 +80,6 @@ pub struct Llama<B: Backend> {
     /// The HF config.
     #[module(skip)]
     pub config: LlamaConfig,
-}
-
-/// Rotated keys and values of the real tokens seen so far, per layer, plus their padding.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
-    padding: Option<Tensor<B, 2, Bool>>,
-    len: usize,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// An empty cache for a model of `num_layers` layers.
-    pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers], padding: None, len: 0 }
-    }
-
-    /// Number of cached tokens.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Keeps rows `rows` of the batch, in that order (a row may repeat): beam search reorders its
-    /// hypotheses with this.
-    pub fn select_rows(&mut self, rows: &[usize]) {
-        let Some(device) = self.layers.iter().flatten().map(|(k, _)| k.device()).next() else {
-            return;
-        };
-        let index = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
-            &device,
-        );
-        for kv in self.layers.iter_mut().flatten() {
-            kv.0 = kv.0.clone().select(0, index.clone());
-            kv.1 = kv.1.clone().select(0, index.clone());
-        }
-        if let Some(p) = self.padding.take() {
-            // Through ints: some backends (flex) change a bool tensor's storage type on `select`.
-            self.padding = Some(p.int().select(0, index).bool());
-        }
-    }
 }
 
 /// Concatenates two optional `[b, *]` padding masks (missing parts are "not padded").
@@ -185,15 +142,8 @@ impl<B: FrozenOps> LlamaAttention<B> {
     }
 }
 
-impl<B: FrozenOps> Llama<B> {
-    /// Runs new tokens through the decoder, reading and extending `cache`.
-    ///
-    /// `input.padding_mask` covers only the new tokens; the cache remembers earlier ones. The
-    /// prefix (if any) must be passed on every call; it is not cached.
-    ///
-    /// # Shapes
-    /// - input.embeds: `[b, s, d]` → `[b, s, d]` (after the final norm)
-    pub fn forward_cached(
+impl<B: FrozenOps> Decoder<B> for Llama<B> {
+    fn forward_cached(
         &self,
         input: BackboneInput<B>,
         cache: &mut KvCache<B>,
@@ -251,59 +201,28 @@ impl<B: FrozenOps> Llama<B> {
         Ok(rms_norm(&self.norm, x))
     }
 
-    /// The LM head (tied to the embeddings when the checkpoint has no `lm_head`).
-    ///
-    /// # Shapes
-    /// - hidden: `[b, s, d]` → `[b, s, vocab]`
-    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// The LM head, tied to the embeddings when the checkpoint has no `lm_head`.
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => dense(head, hidden),
             None => project(hidden, self.embed_tokens.weight.val().transpose(), None),
         }
     }
 
-    /// Greedy decoding with the KV cache: returns the `max_tokens` (or fewer, on `eos`) new ids.
-    pub fn generate_greedy(
-        &self,
-        prompt: &[u32],
-        max_tokens: usize,
-        eos: Option<u32>,
-    ) -> Result<Vec<u32>> {
-        let dims = self.dims();
-        crate::input::check_ids(prompt, dims.vocab_size)?;
-        if prompt.is_empty() {
-            return Err(TransformerError::Input("empty prompt".into()));
-        }
-        let device = self.embed_tokens.weight.device();
-        let mut cache = KvCache::new(dims.num_layers);
-        let mut next_input: Vec<u32> = prompt.to_vec();
-        let mut out = Vec::with_capacity(max_tokens);
-        for _ in 0..max_tokens {
-            let n = next_input.len();
-            let ids = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(next_input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
-                &device,
-            );
-            let hidden = self.forward_cached(BackboneInput::new(self.embed(ids)), &mut cache)?;
-            let last = hidden.narrow(1, n - 1, 1);
-            let logits = self.logits(last).reshape([dims.vocab_size]);
-            let data = logits.argmax(0).into_data();
-            let next = data
-                .iter::<i64>()
-                .next()
-                .ok_or_else(|| TransformerError::Input("empty logits".into()))?
-                as u32;
-            out.push(next);
-            if Some(next) == eos {
-                break;
-            }
-            next_input = vec![next];
-        }
-        Ok(out)
+    fn eos_token_id(&self) -> Option<u32> {
+        self.config.eos_token_id.map(|e| e as u32)
     }
 }
 
 impl<B: FrozenOps> Backbone<B> for Llama<B> {
+    fn family(&self) -> &'static str {
+        "llama"
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+
     fn dims(&self) -> BackboneDims {
         ModelConfig::Llama(self.config.clone()).dims()
     }
@@ -317,16 +236,16 @@ impl<B: FrozenOps> Backbone<B> for Llama<B> {
     }
 
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
-        self.forward_cached(input, &mut KvCache::new(self.layers.len()))
+        self.forward_cached(input, &mut self.new_cache())
     }
 
     fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
-        let mut cache = KvCache::new(self.layers.len());
+        let mut cache = self.new_cache();
         self.forward_cached(input, &mut cache)?;
-        cache
-            .layers
-            .into_iter()
-            .map(|kv| kv.ok_or_else(|| TransformerError::Input("layer produced no keys".into())))
-            .collect()
+        cache.into_layers()
+    }
+
+    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
+        Some(self)
     }
 }

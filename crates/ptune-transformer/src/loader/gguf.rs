@@ -345,6 +345,7 @@ impl GgufFile {
         let head_dim =
             self.meta_usize("llama.rope.dimension_count").unwrap_or(hidden / heads.max(1));
         let config = LlamaConfig {
+            model_type: "llama".into(),
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: self.meta_usize("llama.feed_forward_length")?,
@@ -362,6 +363,7 @@ impl GgufFile {
             tie_word_embeddings: !self.tensors.contains_key("output.weight"),
             attention_bias: false,
             mlp_bias: false,
+            use_sliding_window: false,
             bos_token_id: self.meta_usize("tokenizer.ggml.bos_token_id").ok(),
             eos_token_id: self.meta_usize("tokenizer.ggml.eos_token_id").ok(),
         };

@@ -1,5 +1,5 @@
-//! HF `model.safetensors` as a [`TensorSource`]. Keys may carry a `bert.` or `model.` prefix (or lack
-//! the `model.` that Llama names have): lookups try the HF name, then those variants.
+//! HF `model.safetensors` as a [`TensorSource`]. Keys may carry a `bert.`, `roberta.` or `model.`
+//! prefix (or lack the `model.` that Llama names have): lookups try the HF name, then those variants.
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,7 @@ impl SafetensorsSource {
 }
 
 fn candidates(name: &str) -> Vec<String> {
-    let mut names = vec![name.to_string(), format!("bert.{name}")];
+    let mut names = vec![name.to_string(), format!("bert.{name}"), format!("roberta.{name}")];
     if let Some(rest) = name.strip_prefix("model.") {
         names.push(rest.to_string());
     } else {
