@@ -8,7 +8,7 @@ Reference stack: scripts/requirements.txt (torch CPU, transformers 4.57.6). Run 
     .venv-ref/bin/python scripts/gen_reference.py
 
 Writes crates/ptune-transformer/tests/fixtures/:
-  tiny-bert/{config.json, model.safetensors}, tiny-llama/{...}, tiny-roberta/{...}, tiny-qwen2/{...}:
+  tiny-bert/{config.json, model.safetensors, tokenizer.json}, tiny-llama/{...}, tiny-roberta/{...}, tiny-qwen2/{...}:
       small random models (seeded);
   tiny_<model>_reference.json: their outputs on fixed inputs, plain, with a padding mask, and with
       a random prefix passed as past_key_values (a DynamicCache, as PEFT does);
@@ -77,6 +77,32 @@ def prefix_cache(prefix):
     for i, (k, v) in enumerate(prefix):
         cache.update(k.clone(), v.clone(), i)
     return cache
+
+
+def tiny_bert_tokenizer():
+    """A WordPiece tokenizer.json over the tiny BERT's 120 ids (BERT's special tokens and template),
+    so the CLI can train the tiny model end to end (the kill test of ptune-cli)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = ["the", "a", "good", "bad", "film", "movie", "great", "dull", "fun", "boring", "and", "is",
+             "was", "not", "very", "plot", "acting", "love", "hate", "best", "worst", "story", "it", "of"]
+    pieces = ["##" + c for c in letters]
+    punct = list(".,!?'-")
+    vocab = special + words + letters + pieces + punct
+    vocab += [f"##{w}" for w in ["s", "ed", "ing", "ly"] if f"##{w}" not in vocab]
+    vocab = list(dict.fromkeys(vocab))
+    assert len(vocab) <= 120, len(vocab)
+    while len(vocab) < 120:
+        vocab.append(f"[unused{len(vocab)}]")
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.decoder = decoders.WordPiece()
+    tok.save(str(OUT / "tiny-bert" / "tokenizer.json"))
 
 
 def encoder_fixture(name, model, low_id, types_from):
@@ -330,7 +356,7 @@ if __name__ == "__main__":
     import sys
     OUT.mkdir(parents=True, exist_ok=True)
     PEFT_OUT.mkdir(parents=True, exist_ok=True)
-    steps = {"tiny_bert": tiny_bert, "tiny_llama": tiny_llama, "tiny_roberta": tiny_roberta,
+    steps = {"tiny_bert": tiny_bert, "tiny_bert_tokenizer": tiny_bert_tokenizer, "tiny_llama": tiny_llama, "tiny_roberta": tiny_roberta,
              "tiny_qwen2": tiny_qwen2, "minilm": minilm, "smollm2": smollm2,
              "peft_adapters": peft_adapters, "roundtrip": roundtrip}
     for name in sys.argv[1:] or [k for k in steps if k != "roundtrip"]:

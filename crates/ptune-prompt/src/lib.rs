@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod error;
+pub mod files;
 pub mod head;
 pub mod inspect;
 pub mod p_tuning;

@@ -51,7 +51,7 @@ pub struct MethodOptions {
     /// hidden size, as PEFT), Prefix-Tuning's Tanh MLP (default 512).
     #[cfg_attr(feature = "clap", arg(long))]
     pub encoder_hidden: Option<usize>,
-    /// P-Tuning placement template, e.g. "[P*4] {text} [P*4]" (default: prepend).
+    /// P-Tuning placement template, e.g. `[P*4] {text} [P*4]` (default: prepend).
     #[cfg_attr(feature = "clap", arg(long))]
     pub template: Option<String>,
     /// Dropout on the prefix while training (Prefix-Tuning 0.0, P-Tuning v2 0.1).

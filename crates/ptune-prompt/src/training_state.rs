@@ -6,8 +6,9 @@
 //! - `optimizer.mpk`: the optimizer record, keyed by parameter id;
 //! - `training_state.json`: step, epoch and free-form metadata.
 //!
-//! The folder is written beside the target and renamed into place, so a run killed while saving
-//! leaves the previous state intact.
+//! The folder is written beside the target and renamed into place, with a `checksums.sha256` that
+//! loading checks, so a run killed while saving leaves the previous state intact and a damaged
+//! state is an error, not a silent restart ([`crate::files`]).
 
 use ptune_transformer::FrozenOps;
 use std::path::Path;
@@ -47,33 +48,22 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
-    let name =
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-    let tmp = dir.with_file_name(format!(".{name}.partial"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| adapter_err(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| adapter_err(&tmp, e))?;
-    recorder()
-        .record(module.clone().into_record(), tmp.join("trainable"))
-        .map_err(|e| adapter_err(&tmp, e))?;
-    recorder()
-        .record(optimizer.to_record(), tmp.join("optimizer"))
-        .map_err(|e| adapter_err(&tmp, e))?;
-    let json = serde_json::to_string_pretty(progress).map_err(|e| adapter_err(&tmp, e))?;
-    std::fs::write(tmp.join("training_state.json"), json).map_err(|e| adapter_err(&tmp, e))?;
-    let old = dir.with_file_name(format!(".{name}.old"));
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| adapter_err(&old, e))?;
-        }
-        std::fs::rename(dir, &old).map_err(|e| adapter_err(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| adapter_err(dir, e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| adapter_err(&old, e))?;
-    }
-    Ok(())
+    crate::files::replace_dir(dir, |tmp| {
+        recorder()
+            .record(module.clone().into_record(), tmp.join("trainable"))
+            .map_err(|e| adapter_err(tmp, e))?;
+        recorder()
+            .record(optimizer.to_record(), tmp.join("optimizer"))
+            .map_err(|e| adapter_err(tmp, e))?;
+        let json = serde_json::to_string_pretty(progress).map_err(|e| adapter_err(tmp, e))?;
+        std::fs::write(tmp.join("training_state.json"), json).map_err(|e| adapter_err(tmp, e))
+    })
+}
+
+/// Whether `dir` holds a saved state, after finishing a replacement a kill interrupted.
+pub fn has_training_state(dir: &Path) -> Result<bool> {
+    crate::files::recover_dir(dir)?;
+    Ok(dir.join("training_state.json").is_file())
 }
 
 /// Loads a state saved by [`save_training_state`] into a module and optimizer of the same shape.
@@ -88,6 +78,8 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
+    crate::files::recover_dir(dir)?;
+    crate::files::verify_dir(dir)?;
     let record = recorder().load(dir.join("trainable"), device).map_err(|e| adapter_err(dir, e))?;
     let module = module.load_record(record);
     let optim_record =

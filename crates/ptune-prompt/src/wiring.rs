@@ -104,6 +104,9 @@ impl<B: FrozenOps> PromptedBatch<B> {
     }
 
     /// `[b, L_max]`, `true` where a row has no text token (padding of the stripped output).
+    ///
+    /// # Shapes
+    /// - output: `[b, L_max]`
     pub fn text_padding(&self, device: &B::Device) -> Tensor<B, 2, Bool> {
         let l = self.max_text_len();
         let values: Vec<bool> = self
@@ -117,6 +120,10 @@ impl<B: FrozenOps> PromptedBatch<B> {
 
 /// Assembles input embeddings `[b, S, d]` for `rows` of slots with one gather over
 /// `[prompt rows | token embeddings]`, so gradients reach the prompt rows. Rows are right-padded.
+///
+/// # Shapes
+/// - prompts: `[N, d]` → embeddings `[b, S, d]`, padding `[b, S]`
+#[allow(clippy::type_complexity)]
 pub fn assemble<B: FrozenOps, M: Backbone<B> + ?Sized>(
     backbone: &M,
     prompts: Option<Tensor<B, 2>>,

@@ -1,14 +1,16 @@
 //! PEFT 0.21.2 adapters (made by scripts/gen_reference.py for the tiny BERT and tiny Llama) load into
 //! ptune and give PEFT's logits within 1e-5; PEFT's encoder weights give PEFT's materialized tables.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use burn::tensor::Tensor;
 use common::*;
 use ptune_prompt::adapter::load_peft_encoder;
 use ptune_reparam::{LstmEncoderConfig, MlpEncoderConfig, PrefixMlpConfig, PromptTable, Reparam};
-use ptune_transformer::FrozenOps;
 use ptune_transformer::Backbone;
+use ptune_transformer::FrozenOps;
 
 fn adapters_match_peft<B: FrozenOps>(model: &str) {
     let backbone = tiny::<B>(model);

@@ -1,6 +1,8 @@
 //! Every method trains a few steps on the real MiniLM (classification) with the loss going down;
 //! prefix init from the activations of real text. (Every method on SmolLM2 generation, through the
 //! task code on real E2E data: `ptune-train/tests/real_tasks.rs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(feature = "fetched-models")]
 
 mod common;

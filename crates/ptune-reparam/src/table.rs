@@ -52,6 +52,9 @@ impl PromptTableConfig {
 
 impl<B: Backend> PromptTable<B> {
     /// A trainable table holding `values` `[n_tokens, width]`.
+    ///
+    /// # Shapes
+    /// - table: `[N, width]`
     pub fn from_tensor(values: Tensor<B, 2>) -> Self {
         Self { weight: Param::from_tensor(values) }
     }

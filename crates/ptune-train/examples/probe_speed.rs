@@ -1,3 +1,13 @@
+//! One MiniLM forward (32 × 40 tokens) through the prompted-batch path, plain and under autodiff,
+//! per CPU backend: a quick probe of where inference time goes (`docs/training.md`). Needs the
+//! fetched model (`cargo xtask fetch minilm`).
+//!
+//! ```sh
+//! cargo run --release -p ptune-train --example probe_speed
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ptune_prompt::PromptedBatch;
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, Backbone};

@@ -44,6 +44,9 @@ pub struct Classifier<B: Backend> {
 }
 
 /// Pooled representations of `rows` (`[b, d]`).
+///
+/// # Shapes
+/// - rows: `b` token rows → `[b, d]`
 pub fn pooled<B: FrozenOps>(
     backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
@@ -80,6 +83,9 @@ pub fn pooled<B: FrozenOps>(
 }
 
 /// Mean cross-entropy of `[b, classes]` logits against class indices.
+///
+/// # Shapes
+/// - logits: `[b, classes]`, labels: `b` → `[1]`
 pub fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
     let b = labels.len();
     let t = Tensor::<B, 2, Int>::from_data(

@@ -197,9 +197,10 @@ pub fn generate<B: FrozenOps>(
         return Ok(Vec::new());
     }
     match &cfg.decoding {
-        Decoding::Greedy => sequential(backbone, prompt, source, cfg, |row| argmax(row)),
+        Decoding::Greedy => sequential(backbone, prompt, source, cfg, argmax),
         Decoding::Sample { temperature, top_k, top_p, seed } => {
-            if !(*temperature > 0.0) || top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+            let bad_temperature = temperature.is_nan() || *temperature <= 0.0;
+            if bad_temperature || top_p.is_some_and(|p| p.is_nan() || p <= 0.0 || p > 1.0) {
                 return Err(TrainError::Config(
                     "sampling needs temperature > 0 and top_p in (0, 1]".into(),
                 ));

@@ -181,6 +181,9 @@ impl<B: FrozenOps> TextClassifier<B> {
     }
 
     /// Label logits `[b, labels]` of tokenized rows.
+    ///
+    /// # Shapes
+    /// - rows: `b` token rows → `[b, labels]`
     fn logits(&self, rows: &[Vec<u32>]) -> Result<Tensor<B, 2>> {
         let backbone = &self.run.backbone;
         let prompt = self.run.prompt.as_ref();

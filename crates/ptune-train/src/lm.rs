@@ -21,6 +21,9 @@ use crate::trainer::metrics_map;
 
 /// Mean next-token cross-entropy over the target tokens of `examples` (sources are context only).
 /// The LM head runs only on the positions that predict a target token.
+///
+/// # Shapes
+/// - output: `[1]`
 pub fn target_loss<B: FrozenOps>(
     backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
@@ -230,6 +233,9 @@ pub fn verbalizer(tokenizer: &TextTokenizer, words: &[String]) -> Result<Vec<u32
 
 /// Verbalizer logits `[b, labels]`: the next-token logits after each row's last slot (the end of
 /// the template), restricted to the verbalizer's tokens.
+///
+/// # Shapes
+/// - rows: `b` token rows → `[b, labels]`
 pub fn cloze_logits<B: FrozenOps>(
     backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,

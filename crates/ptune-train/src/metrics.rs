@@ -67,7 +67,7 @@ pub fn corpus_bleu(hypotheses: &[String], references: &[Vec<String>]) -> f64 {
             total[n - 1] += h.len().saturating_sub(n - 1);
         }
     }
-    if matched.iter().any(|&m| m == 0) || hyp_len == 0 {
+    if matched.contains(&0) || hyp_len == 0 {
         return 0.0;
     }
     let log_p: f64 = (0..4).map(|i| (matched[i] as f64 / total[i] as f64).ln()).sum::<f64>() / 4.0;

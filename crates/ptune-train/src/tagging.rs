@@ -1,5 +1,5 @@
 //! Token classification (BIO tagging) with a soft prompt on a frozen backbone. Virtual tokens are
-//! stripped from the sequence output before the head ([`PromptedBatch::strip_virtual`]), then the
+//! stripped from the sequence output before the head ([`ptune_prompt::PromptedBatch::strip_virtual`]), then the
 //! head reads each word's first piece: predictions come back one per word, whatever the method.
 
 use ptune_transformer::FrozenOps;

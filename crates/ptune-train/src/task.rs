@@ -72,6 +72,9 @@ pub trait Task<B: AutodiffBackend + FrozenOps> {
     fn dev_len(&self) -> usize;
 
     /// Mean loss over the training examples `batch` (indices into the training split).
+    ///
+    /// # Shapes
+    /// - output: `[1]`
     fn loss(
         &self,
         backbone: &dyn Backbone<B>,

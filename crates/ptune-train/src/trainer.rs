@@ -20,7 +20,9 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
-use ptune_prompt::training_state::{load_training_state, save_training_state, TrainingProgress};
+use ptune_prompt::training_state::{
+    has_training_state, load_training_state, save_training_state, TrainingProgress,
+};
 use ptune_transformer::Backbone;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +164,30 @@ pub(crate) fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()>
         .open(path)
         .map_err(|e| io_err(path, e))?;
     writeln!(f, "{value}").map_err(|e| io_err(path, e))
+}
+
+/// Drops the lines of `metrics.jsonl` a killed run wrote after its last checkpoint (`step` optimizer
+/// steps, `epochs` evaluated epochs), so a resumed run's log has each step once.
+fn trim_metrics(path: &Path, step: usize, epochs: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+            match (v.get("step").and_then(|s| s.as_u64()), v.get("eval")) {
+                (Some(s), None) => s as usize <= step,
+                (_, Some(e)) => {
+                    e.get("epoch").and_then(|x| x.as_u64()).unwrap_or(0) as usize <= epochs
+                }
+                _ => false,
+            }
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    write_atomic(path, &out)
 }
 
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
@@ -375,13 +401,15 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     let trainable_parameters = model.num_params();
 
     let mut p = Progress::default();
-    if resume && state_dir.join("training_state.json").is_file() {
+    if resume && has_training_state(&state_dir)? {
         let (m, o, saved) = load_training_state(&state_dir, model, optim, &device)?;
         model = m;
         optim = o;
         p = serde_json::from_value(saved.extra["loop"].clone()).map_err(|e| {
             TrainError::Config(format!("{}: unreadable progress: {e}", state_dir.display()))
         })?;
+        // Steps after the checkpoint were logged by the killed run and will be taken again.
+        trim_metrics(&metrics_path, p.step, p.epoch)?;
         observer.on(TrainEvent::Resumed {
             state_dir: &state_dir,
             epoch: p.epoch + 1,

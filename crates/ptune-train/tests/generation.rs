@@ -3,6 +3,8 @@
 //! beam search of width 1 and top-k 1 sampling are greedy; wider beams and sampling are seeded and
 //! repeatable. On ndarray and flex (their bool tensors differ).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use burn::backend::{Flex, NdArray};
 use ptune_prompt::p_tuning_v2::PTuningV2Config;
 use ptune_prompt::prefix_tuning::PrefixTuningConfig;

@@ -2,6 +2,8 @@
 //! the middle of one) and resumed ends exactly like an uninterrupted run; a NaN loss stops with a
 //! clear error; the run folder is complete.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use ptune_data::tasks::Example;

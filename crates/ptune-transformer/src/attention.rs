@@ -81,6 +81,9 @@ impl<B: Backend> PrefixKv<B> {
     }
 
     /// `[b, n]` mask of unused slots (`true` = unused), or `None` when every row uses every slot.
+    ///
+    /// # Shapes
+    /// - output: `[batch, n]`
     pub fn slot_mask(&self, batch: usize, device: &B::Device) -> Option<Tensor<B, 2, Bool>> {
         let lengths = self.row_lengths.as_ref()?;
         let n = self.len();
@@ -97,6 +100,10 @@ impl<B: Backend> PrefixKv<B> {
 /// every query unless `slot_mask` hides them; `key_padding` (`[b, n_past + s_q]`, `true` = padding)
 /// hides padded tokens; with `causal`, query `i` (absolute token index `n_past + i`) sees real keys
 /// up to and including itself.
+///
+/// # Shapes
+/// - key_padding: `[b, n_past + s_q]`, slot_mask: `[b, n_prefix]` → `[b, 1, s_q, n_prefix + n_past + s_q]`
+#[allow(clippy::too_many_arguments)]
 pub fn attention_mask<B: Backend>(
     batch: usize,
     s_q: usize,

@@ -153,7 +153,7 @@ impl BertConfig {
         if self.model_type == "bert" {
             0
         } else {
-            self.pad_token_id + 1
+            self.pad_token_id.saturating_add(1)
         }
     }
 }
@@ -198,6 +198,11 @@ pub const FAMILIES: &[(&str, Family)] = &[
     ("llama", Family::Llama),
     ("qwen2", Family::Llama),
 ];
+
+/// The largest size (vocabulary, width, heads, positions) a config may give.
+pub const MAX_SIZE: usize = 1 << 24;
+/// The largest layer count a config may give.
+pub const MAX_LAYERS: usize = 1 << 12;
 
 /// The `model_type`s of [`FAMILIES`], comma-separated (for messages).
 pub fn supported_model_types() -> String {
@@ -250,11 +255,15 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Checks the invariants the modules rely on.
+    /// Checks the invariants the modules rely on, and bounds every size before anything is
+    /// allocated from it (a size beyond the bound is a corrupt or hostile config, not a model).
     pub fn validate(&self) -> std::result::Result<(), String> {
         let positive = |name: &str, v: usize| {
+            let max = if name.ends_with("layers") { MAX_LAYERS } else { MAX_SIZE };
             if v == 0 {
                 Err(format!("`{name}` must be positive"))
+            } else if v > max {
+                Err(format!("`{name}` is {v}, beyond the largest supported {max}"))
             } else {
                 Ok(())
             }

@@ -45,6 +45,16 @@ pub enum TransformerError {
         /// The file.
         path: PathBuf,
     },
+    /// A weight holds NaN or an infinity (a corrupt or badly converted file).
+    #[error("tensor `{name}` holds {value} at flat index {index}: the weight file is corrupt")]
+    NonFiniteWeight {
+        /// The tensor.
+        name: String,
+        /// Flat index of the first bad value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A tensor has another shape than the config implies.
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     ShapeMismatch {

@@ -8,7 +8,7 @@ use crate::cache::KvCache;
 use crate::config::{BackboneDims, PositionPolicy};
 use crate::error::{Result, TransformerError};
 
-/// Input of [`Backbone::forward`](crate::Backbone::forward).
+/// Input of [`Backbone::forward`].
 #[derive(Debug, Clone)]
 pub struct BackboneInput<B: Backend> {
     /// Input embeddings `[b, s, d]` (token embeddings, possibly with virtual tokens placed in them).
@@ -25,6 +25,9 @@ pub struct BackboneInput<B: Backend> {
 
 impl<B: Backend> BackboneInput<B> {
     /// Input from embeddings `[b, s, d]`, no mask, no prefix, `shift` positions.
+    ///
+    /// # Shapes
+    /// - embeds: `[b, s, d]`
     pub fn new(embeds: Tensor<B, 3>) -> Self {
         Self {
             embeds,
@@ -36,12 +39,18 @@ impl<B: Backend> BackboneInput<B> {
     }
 
     /// Sets the padding mask `[b, s]` (`true` = padding).
+    ///
+    /// # Shapes
+    /// - mask: `[b, s]`
     pub fn with_padding_mask(mut self, mask: Tensor<B, 2, Bool>) -> Self {
         self.padding_mask = Some(mask);
         self
     }
 
     /// Sets segment ids `[b, s]`.
+    ///
+    /// # Shapes
+    /// - types: `[b, s]`
     pub fn with_token_types(mut self, types: Tensor<B, 2, Int>) -> Self {
         self.token_types = Some(types);
         self
@@ -134,6 +143,9 @@ pub trait Backbone<B: Backend> {
     fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3>;
 
     /// The vocabulary embedding matrix `[vocab, d]`.
+    ///
+    /// # Shapes
+    /// - output: `[vocab, d]`
     fn embedding_matrix(&self) -> Tensor<B, 2>;
 
     /// Runs the transformer from input embeddings to the last hidden state.
@@ -224,7 +236,7 @@ pub trait Decoder<B: Backend>: Backbone<B> {
         let device = self.embedding_matrix().device();
         let mut cache = self.new_cache();
         let mut next_input: Vec<u32> = prompt.to_vec();
-        let mut out = Vec::with_capacity(max_tokens);
+        let mut out = Vec::with_capacity(max_tokens.min(4096));
         for _ in 0..max_tokens {
             let n = next_input.len();
             let hidden = self.forward_cached(
@@ -250,6 +262,9 @@ pub trait Decoder<B: Backend>: Backbone<B> {
 }
 
 /// One row of token ids as a `[1, n]` tensor.
+///
+/// # Shapes
+/// - ids: `n` → `[1, n]`
 pub fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(
         TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]),

@@ -16,8 +16,10 @@ use crate::loader::gguf::{GgufFile, GgufLlamaSource};
 use crate::loader::safetensors::SafetensorsSource;
 use crate::tokenizer::TextTokenizer;
 
-/// A loaded backbone of either family.
+/// A loaded backbone of either family. (Loaded once per process, so the variants' sizes do not
+/// matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyBackbone<B: Backend> {
     /// BERT encoder.
     Bert(Bert<B>),

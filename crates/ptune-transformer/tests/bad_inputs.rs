@@ -1,5 +1,7 @@
 //! Wrong, truncated or mismatched model files give typed errors naming the problem, never a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path;
@@ -110,4 +112,23 @@ fn truncated_gguf_is_corrupt_weights() {
 fn out_of_vocabulary_ids_are_rejected() {
     let err = ptune_transformer::check_ids(&[3, 120], 120).unwrap_err();
     assert!(err.to_string().contains("token id 120"), "{err}");
+}
+
+#[test]
+fn nan_in_a_weight_names_the_tensor() {
+    let dir = broken_copy("nan", |d| {
+        let p = d.join("model.safetensors");
+        let mut bytes = std::fs::read(&p).unwrap();
+        // The data follows the 8-byte length and the JSON header; poison the last f32 of the file.
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&p, bytes).unwrap();
+    });
+    match load_err(&dir) {
+        TransformerError::NonFiniteWeight { name, value, .. } => {
+            assert!(value.is_nan());
+            assert!(!name.is_empty());
+        }
+        other => panic!("expected NonFiniteWeight, got {other}"),
+    }
 }

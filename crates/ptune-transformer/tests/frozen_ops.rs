@@ -5,6 +5,8 @@
 //! backend) are checked against central differences in f64 in `frozen_ops_f64.rs` (a process of
 //! its own: ndarray f64 and f32 share the CPU device's default dtype).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
@@ -83,7 +85,7 @@ where
     let beta = random::<B::InnerBackend, 1>([d], &device);
     let w = random::<B::InnerBackend, 2>([n, d], &device);
     let beta_for = |kind| (kind == NormKind::Layer).then(|| beta.clone());
-    let (fused, fused_g) = value_and_grads::<B, 2, 2>(&[x.clone()], &w, |v| {
+    let (fused, fused_g) = value_and_grads::<B, 2, 2>(std::slice::from_ref(&x), &w, |v| {
         let y = frozen::norm(
             v[0].clone().unsqueeze::<3>(),
             Tensor::from_inner(gamma.clone()),
@@ -119,8 +121,9 @@ where
     let x = random::<B::InnerBackend, 1>([5000], &device).mul_scalar(3.0);
     let u = random::<B::InnerBackend, 1>([5000], &device);
     let w = random::<B::InnerBackend, 1>([5000], &device);
-    let (fused, fg) = value_and_grads::<B, 1, 1>(&[x.clone()], &w, |v| frozen::gelu(v[0].clone()));
-    let (reference, rg) = value_and_grads::<B, 1, 1>(&[x.clone()], &w, |v| {
+    let (fused, fg) =
+        value_and_grads::<B, 1, 1>(std::slice::from_ref(&x), &w, |v| frozen::gelu(v[0].clone()));
+    let (reference, rg) = value_and_grads::<B, 1, 1>(std::slice::from_ref(&x), &w, |v| {
         let x = v[0].clone();
         x.clone() * (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
     });
@@ -200,8 +203,9 @@ where
     let sin = random::<B::InnerBackend, 4>([b, 1, s, hd], &device);
     let w = random::<B::InnerBackend, 4>([b, h, s, hd], &device);
     let (c, sn) = (Tensor::<B, 4>::from_inner(cos), Tensor::<B, 4>::from_inner(sin));
-    let (fused, fg) =
-        value_and_grads::<B, 4, 4>(&[x.clone()], &w, |v| frozen::rope(v[0].clone(), &c, &sn));
+    let (fused, fg) = value_and_grads::<B, 4, 4>(std::slice::from_ref(&x), &w, |v| {
+        frozen::rope(v[0].clone(), &c, &sn)
+    });
     let (reference, rg) = value_and_grads::<B, 4, 4>(&[x], &w, |v| {
         let x = v[0].clone();
         let half = hd / 2;

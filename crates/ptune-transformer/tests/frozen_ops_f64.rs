@@ -1,6 +1,8 @@
 //! The composed backwards of the fused frozen ops (the default of every backend, and the
 //! reference of the fused kernels in `frozen_ops.rs`) against central differences in f64.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};

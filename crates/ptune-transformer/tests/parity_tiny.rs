@@ -3,6 +3,8 @@
 //! CPU backend and wgpu. The checks run through the `Backbone` / `Encoder` / `Decoder` traits, so one
 //! check serves every model of a kind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use burn::tensor::Tensor;

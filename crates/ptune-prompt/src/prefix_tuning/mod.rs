@@ -174,6 +174,9 @@ fn is_strictly_increasing(v: &[usize]) -> bool {
 }
 
 /// The backbone's keys and values of `ids` at `layers`, as a prefix table `[N, |layers|·2·kv_dim]`.
+///
+/// # Shapes
+/// - ids: `n` → `[N, |layers|·2·kv_dim]`
 fn activations_table<B: FrozenOps>(
     backbone: &(impl Backbone<B> + ?Sized),
     ids: &[u32],

@@ -102,6 +102,9 @@ pub(crate) fn tile(ids: &[u32], n: usize) -> crate::error::Result<Vec<u32>> {
 }
 
 /// Rows of the vocabulary embedding matrix.
+///
+/// # Shapes
+/// - ids: `n` → `[n, d]`
 pub(crate) fn embedding_rows<B: FrozenOps>(
     backbone: &(impl Backbone<B> + ?Sized),
     ids: &[u32],

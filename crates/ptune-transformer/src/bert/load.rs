@@ -39,7 +39,9 @@ pub fn load_bert<B: Backend>(
         token_type: l.embedding("embeddings.token_type_embeddings", config.type_vocab_size, d)?,
         norm: l.layer_norm("embeddings.LayerNorm", d, eps)?,
     };
-    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    // No capacity from the config: a huge layer count fails at the first missing tensor
+    // instead of allocating.
+    let mut layers = Vec::new();
     for i in 0..config.num_hidden_layers {
         let p = format!("encoder.layer.{i}");
         layers.push(BertLayer {

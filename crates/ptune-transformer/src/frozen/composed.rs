@@ -11,6 +11,9 @@ use super::{prim, tensor, NormKind, NormSaved};
 
 /// `1/x` by an exact division. (Burn's `recip` is not exact on every backend: burn-ndarray's SIMD
 /// path uses the CPU's approximate reciprocal, ~1e-4 relative, and only for aligned buffers.)
+///
+/// # Shapes
+/// - x: `[n, d]` → `[n, d]`
 fn reciprocal<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     x.ones_like() / x
 }

@@ -64,6 +64,9 @@ pub trait FrozenOps: Backend {
     }
 
     /// [`frozen_norm`](Self::frozen_norm) plus what its backward needs.
+    ///
+    /// # Shapes
+    /// - x: `[.., d]`, gamma/beta: `[d]` → (output like x, saved `x̂` like x and `1/σ` `[.., 1]`)
     fn frozen_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -145,6 +148,9 @@ pub trait FrozenOps: Backend {
 
     /// [`frozen_attention`](Self::frozen_attention) plus the attention probabilities
     /// `[b, n_heads, s_q, s_k]`, all its backward needs besides `q`, `k` and `v`.
+    ///
+    /// # Shapes
+    /// - q: `[b, n_heads, s_q, hd]`, k/v: `[b, n_kv, s_k, hd]` → (`[b, n_heads, s_q, hd]`, p `[b, n_heads, s_q, s_k]`)
     fn frozen_attention_train(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -159,6 +165,9 @@ pub trait FrozenOps: Backend {
     /// `dv = pᵀ·g`, `ds = p ⊙ (g·vᵀ − rowsum(p ⊙ g·vᵀ))`, `dq = ds·k·scale`, `dk = dsᵀ·q·scale`
     /// (key/value gradients summed over each head group). `need` says which of the three are
     /// wanted; the others come back as `None` without being computed.
+    ///
+    /// # Shapes
+    /// - grad: `[b, n_heads, s_q, hd]`, p: `[b, n_heads, s_q, s_k]` → dq like q, dk/dv like k/v
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn frozen_attention_backward(
         grad: FloatTensor<Self>,
@@ -186,6 +195,9 @@ pub trait FrozenOps: Backend {
 
     /// Gradient of the rotary embedding's input: the inverse rotation of the gradient,
     /// `g·cos − rotate_half(g·sin)`… written as `g·cos + rotate_halfᵀ(g·sin)`.
+    ///
+    /// # Shapes
+    /// - grad: `[b, heads, s, head_dim]`, cos/sin: `[b, 1, s, head_dim]` → like grad
     fn frozen_rope_backward(
         grad: FloatTensor<Self>,
         cos: FloatTensor<Self>,

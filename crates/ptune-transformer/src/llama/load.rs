@@ -31,7 +31,9 @@ pub fn load_llama<B: Backend>(
     let (heads, kv_heads, hd) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
     let (qkv_bias, o_bias, mlp_bias) = (config.qkv_bias(), config.o_bias(), config.mlp_bias);
     let embed_tokens = l.embedding("model.embed_tokens", config.vocab_size, d)?;
-    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    // No capacity from the config: a huge layer count fails at the first missing tensor
+    // instead of allocating.
+    let mut layers = Vec::new();
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
         layers.push(LlamaLayer {

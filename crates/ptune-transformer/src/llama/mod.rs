@@ -83,6 +83,9 @@ pub struct Llama<B: Backend> {
 }
 
 /// Concatenates two optional `[b, *]` padding masks (missing parts are "not padded").
+///
+/// # Shapes
+/// - past: `[b, n_past]`, current: `[b, s]` → `[b, n_past + s]`
 fn cat_padding<B: Backend>(
     past: Option<Tensor<B, 2, Bool>>,
     n_past: usize,

@@ -5,6 +5,9 @@ use burn::tensor::{Tensor, TensorData};
 
 /// `(cos, sin)` for positions `offsets[r]..offsets[r] + s` of each row, each `[b, 1, s, head_dim]`,
 /// computed in f32 as HF does: `inv_freq = 1 / theta^(2i/head_dim)`, `emb = cat(freqs, freqs)`.
+///
+/// # Shapes
+/// - offsets: `b` → cos, sin: `[b, 1, s, head_dim]`
 pub fn rope_tables<B: Backend>(
     theta: f64,
     head_dim: usize,

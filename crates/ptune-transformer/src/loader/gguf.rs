@@ -477,7 +477,7 @@ fn gguf_name(hf: &str, heads: usize, kv_heads: usize) -> Option<(String, Option<
 /// `w.reshape(heads, head_dim/2, 2, in).swap(1, 2).reshape(out, in)`.
 pub fn unpermute_rows(t: &HostTensor, heads: usize) -> Option<HostTensor> {
     let (out, cols) = (*t.shape.first()?, *t.shape.get(1)?);
-    if heads == 0 || out % heads != 0 || (out / heads) % 2 != 0 {
+    if heads == 0 || !out.is_multiple_of(heads) || !(out / heads).is_multiple_of(2) {
         return None;
     }
     let head_dim = out / heads;

@@ -73,6 +73,13 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
                 found: t.shape,
             });
         }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(TransformerError::NonFiniteWeight {
+                name: name.into(),
+                index: i,
+                value: t.data[i],
+            });
+        }
         self.loaded.push(name.into());
         self.loaded_values += t.data.len();
         Ok(t)

@@ -1,0 +1,394 @@
+//! Mutation fuzzing on stable Rust: thousands of seeded random mutations of valid model files (the
+//! tiny BERT and Llama safetensors folders, their `config.json`, a tiny Llama GGUF written here, and
+//! with the fetched models a real `tokenizer.json`). Every mutant must load or fail with a typed
+//! error: a panic fails the test (counted under `catch_unwind`), an abort or an out-of-memory kill
+//! fails the whole test binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use common::fixtures_dir;
+use ptune_transformer::{load_model, Backbone, BackboneInput, TextTokenizer};
+
+type B = NdArray;
+
+/// A seeded splitmix64 generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Values a length or size field is set to: zero, small, huge, and the edges.
+const HUGE: [u64; 7] = [0, 1, 255, 1 << 31, 1 << 40, u64::MAX / 2, u64::MAX];
+
+/// One random mutation of a binary file: truncation, bit flips, a u64 / u32 field set to an extreme
+/// value (length fields of safetensors and GGUF headers among them), a zeroed or duplicated range.
+fn mutate_bytes(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let n = out.len().max(1);
+    match rng.below(6) {
+        0 => out.truncate(rng.below(n)),
+        1 => {
+            for _ in 0..1 + rng.below(8) {
+                let i = rng.below(n);
+                if let Some(b) = out.get_mut(i) {
+                    *b ^= 1 << rng.below(8);
+                }
+            }
+        }
+        2 => {
+            // Header fields sit at the start: favour the first 256 bytes.
+            let i = if rng.below(2) == 0 { rng.below(256.min(n)) } else { rng.below(n) };
+            let v = HUGE[rng.below(HUGE.len())].to_le_bytes();
+            for (k, b) in v.iter().enumerate() {
+                if let Some(x) = out.get_mut(i + k) {
+                    *x = *b;
+                }
+            }
+        }
+        3 => {
+            let i = rng.below(256.min(n));
+            let v = (HUGE[rng.below(HUGE.len())] as u32).to_le_bytes();
+            for (k, b) in v.iter().enumerate() {
+                if let Some(x) = out.get_mut(i + k) {
+                    *x = *b;
+                }
+            }
+        }
+        4 => {
+            let (a, len) = (rng.below(n), 1 + rng.below(64));
+            for b in out.iter_mut().skip(a).take(len) {
+                *b = 0;
+            }
+        }
+        _ => {
+            let (a, len) = (rng.below(n), 1 + rng.below(64));
+            let piece: Vec<u8> = out.iter().skip(a).take(len).copied().collect();
+            let at = rng.below(n);
+            out.splice(at.min(out.len())..at.min(out.len()), piece);
+        }
+    }
+    out
+}
+
+/// One random mutation of a JSON text: a number set to an extreme (huge, negative, fractional, a
+/// string), a value replaced by another type, a character deleted, a key duplicated, truncation.
+fn mutate_json(text: &str, rng: &mut Rng) -> String {
+    let numbers: Vec<(usize, usize)> = {
+        let b = text.as_bytes();
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e') {
+                    i += 1;
+                }
+                spans.push((start, i));
+            }
+            i += 1;
+        }
+        spans
+    };
+    let replacements = [
+        "1000000000",
+        "0",
+        "-1",
+        "1e300",
+        "18446744073709551615",
+        "2.5",
+        "\"7\"",
+        "null",
+        "[]",
+        "{}",
+        "true",
+    ];
+    match rng.below(5) {
+        0 | 1 if !numbers.is_empty() => {
+            let (a, b) = numbers[rng.below(numbers.len())];
+            format!("{}{}{}", &text[..a], replacements[rng.below(replacements.len())], &text[b..])
+        }
+        2 => {
+            let mut chars: Vec<char> = text.chars().collect();
+            if !chars.is_empty() {
+                chars.remove(rng.below(chars.len()));
+            }
+            chars.into_iter().collect()
+        }
+        3 => {
+            // Duplicate one `"key": value,` line (serde takes the last or rejects it).
+            let lines: Vec<&str> = text.lines().collect();
+            let i = rng.below(lines.len());
+            let mut out: Vec<&str> = lines.clone();
+            out.insert(i, lines[i]);
+            out.join("\n")
+        }
+        _ => {
+            let cut = rng.below(text.len().max(1));
+            let cut = (0..=cut).rev().find(|&c| text.is_char_boundary(c)).unwrap_or(0);
+            text[..cut].to_string()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    inputs: usize,
+    loaded: usize,
+    errors: usize,
+    panics: Vec<String>,
+}
+
+impl Tally {
+    /// Runs `f` under `catch_unwind`; `Ok(true)` loads count as loaded, `Ok(false)` as errors.
+    fn run(&mut self, what: &str, f: impl FnOnce() -> bool) {
+        self.inputs += 1;
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(true) => self.loaded += 1,
+            Ok(false) => self.errors += 1,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.panics.push(format!("{what}: {msg}"));
+            }
+        }
+    }
+
+    fn check(&self, name: &str) {
+        eprintln!(
+            "{name}: {} inputs, {} loaded, {} typed errors, {} panics",
+            self.inputs,
+            self.loaded,
+            self.errors,
+            self.panics.len()
+        );
+        assert!(self.panics.is_empty(), "{name}: panics: {:#?}", &self.panics);
+        assert!(self.errors > 0, "{name}: no mutant was rejected, so nothing was tested");
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ptune-fuzz-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Loads `path` and, when it loads, runs one forward pass (a loaded mutant must also run or fail
+/// cleanly).
+fn load_and_run(path: &Path) -> bool {
+    match load_model::<B>(path, &Default::default()) {
+        Ok(m) => {
+            let ids = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(vec![1i64, 2, 3], [1, 3]),
+                &Default::default(),
+            );
+            let _ = m.backbone.forward(BackboneInput::new(m.backbone.embed(ids)));
+            true
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            false
+        }
+    }
+}
+
+/// `n` mutants of `file` inside a copy of the fixture folder `model`.
+fn fuzz_folder_file(model: &str, file: &str, n: usize, seed: u64) -> Tally {
+    let src = fixtures_dir().join(model);
+    let dir = scratch(&format!("{model}-{file}"));
+    let original = std::fs::read(src.join(file)).unwrap();
+    let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    for i in 0..n {
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        let mutant = if file.ends_with(".json") {
+            mutate_json(std::str::from_utf8(&original).unwrap(), &mut rng).into_bytes()
+        } else {
+            mutate_bytes(&original, &mut rng)
+        };
+        std::fs::write(dir.join(file), &mutant).unwrap();
+        tally.run(&format!("{model}/{file} mutant {i}"), || load_and_run(&dir));
+    }
+    tally
+}
+
+#[test]
+fn mutated_safetensors_never_panic() {
+    fuzz_folder_file("tiny-bert", "model.safetensors", 800, 1).check("tiny-bert safetensors");
+    fuzz_folder_file("tiny-llama", "model.safetensors", 400, 2).check("tiny-llama safetensors");
+}
+
+#[test]
+fn mutated_configs_never_panic() {
+    fuzz_folder_file("tiny-bert", "config.json", 600, 3).check("tiny-bert config.json");
+    fuzz_folder_file("tiny-qwen2", "config.json", 400, 4).check("tiny-qwen2 config.json");
+}
+
+/// A GGUF v3 string.
+fn gguf_str(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// A tiny Llama GGUF (1 layer, hidden 8, 2 heads / 1 KV head, vocab of 6 byte-level tokens), all
+/// tensors F32 but the FFN down projection in Q8_0: enough for `load_model` to build a decoder.
+fn tiny_gguf() -> Vec<u8> {
+    let (d, ffn, vocab, heads, kv) = (8usize, 32usize, 6usize, 2usize, 1usize);
+    let hd = d / heads;
+    let tokens = ["a", "b", "c", "ab", "Ġ", "d"];
+    let mut meta: Vec<u8> = Vec::new();
+    let mut kv_count = 0u64;
+    let put_u32 = |meta: &mut Vec<u8>, key: &str, v: u32| {
+        gguf_str(meta, key);
+        meta.extend(4u32.to_le_bytes());
+        meta.extend(v.to_le_bytes());
+    };
+    gguf_str(&mut meta, "general.architecture");
+    meta.extend(8u32.to_le_bytes());
+    gguf_str(&mut meta, "llama");
+    kv_count += 1;
+    for (key, v) in [
+        ("llama.embedding_length", d),
+        ("llama.block_count", 1),
+        ("llama.attention.head_count", heads),
+        ("llama.attention.head_count_kv", kv),
+        ("llama.feed_forward_length", ffn),
+        ("llama.context_length", 32),
+    ] {
+        put_u32(&mut meta, key, v as u32);
+        kv_count += 1;
+    }
+    gguf_str(&mut meta, "tokenizer.ggml.model");
+    meta.extend(8u32.to_le_bytes());
+    gguf_str(&mut meta, "gpt2");
+    kv_count += 1;
+    for (key, items) in
+        [("tokenizer.ggml.tokens", &tokens[..]), ("tokenizer.ggml.merges", &["a b"])]
+    {
+        gguf_str(&mut meta, key);
+        meta.extend(9u32.to_le_bytes());
+        meta.extend(8u32.to_le_bytes());
+        meta.extend((items.len() as u64).to_le_bytes());
+        for t in items {
+            gguf_str(&mut meta, t);
+        }
+        kv_count += 1;
+    }
+    // (name, ne (fastest first), type, data)
+    let f32s = |n: usize, scale: f32| -> Vec<u8> {
+        (0..n).flat_map(|i| (((i * 7 % 13) as f32 - 6.0) * scale).to_le_bytes()).collect()
+    };
+    let q8_0 = |n: usize| -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in 0..n / 32 {
+            out.extend(half::f16::from_f32(0.01).to_le_bytes());
+            out.extend((0..32).map(|j| ((b * 5 + j * 3) % 200) as u8));
+        }
+        out
+    };
+    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = vec![
+        ("token_embd.weight".into(), vec![d, vocab], 0, f32s(d * vocab, 0.1)),
+        ("blk.0.attn_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
+        ("blk.0.attn_q.weight".into(), vec![d, heads * hd], 0, f32s(d * heads * hd, 0.1)),
+        ("blk.0.attn_k.weight".into(), vec![d, kv * hd], 0, f32s(d * kv * hd, 0.1)),
+        ("blk.0.attn_v.weight".into(), vec![d, kv * hd], 0, f32s(d * kv * hd, 0.1)),
+        ("blk.0.attn_output.weight".into(), vec![heads * hd, d], 0, f32s(d * heads * hd, 0.1)),
+        ("blk.0.ffn_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
+        ("blk.0.ffn_gate.weight".into(), vec![d, ffn], 0, f32s(d * ffn, 0.1)),
+        ("blk.0.ffn_up.weight".into(), vec![d, ffn], 0, f32s(d * ffn, 0.1)),
+        ("blk.0.ffn_down.weight".into(), vec![ffn, d], 8, q8_0(d * ffn)),
+        ("output_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
+    ];
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend(kv_count.to_le_bytes());
+    out.extend(meta);
+    let mut offset = 0u64;
+    for (name, ne, ty, data) in &tensors {
+        gguf_str(&mut out, name);
+        out.extend((ne.len() as u32).to_le_bytes());
+        for &x in ne {
+            out.extend((x as u64).to_le_bytes());
+        }
+        out.extend(ty.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while !out.len().is_multiple_of(32) {
+        out.push(0);
+    }
+    for (_, _, _, data) in &tensors {
+        let start = out.len();
+        out.extend(data);
+        while !(out.len() - start).is_multiple_of(32) {
+            out.push(0);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_tiny_gguf_loads_and_its_mutants_never_panic() {
+    let dir = scratch("gguf");
+    let path = dir.join("tiny.gguf");
+    let original = tiny_gguf();
+    std::fs::write(&path, &original).unwrap();
+    let loaded = load_model::<B>(&path, &Default::default()).expect("the tiny GGUF loads");
+    assert!(loaded.backbone.as_decoder().is_some());
+    assert_eq!(loaded.backbone.dims().num_layers, 1);
+    assert!(load_and_run(&path));
+
+    let mut rng = Rng(5);
+    let mut tally = Tally::default();
+    for i in 0..1500 {
+        std::fs::write(&path, mutate_bytes(&original, &mut rng)).unwrap();
+        tally.run(&format!("gguf mutant {i}"), || load_and_run(&path));
+    }
+    tally.check("tiny GGUF");
+}
+
+#[cfg(feature = "fetched-models")]
+#[test]
+fn mutated_tokenizer_json_never_panics() {
+    let src = common::fetched_model("minilm").join("tokenizer.json");
+    let original = std::fs::read_to_string(&src).unwrap();
+    let dir = scratch("tokenizer");
+    let path = dir.join("tokenizer.json");
+    let mut rng = Rng(6);
+    let mut tally = Tally::default();
+    for i in 0..150 {
+        std::fs::write(&path, mutate_json(&original, &mut rng)).unwrap();
+        tally.run(&format!("tokenizer.json mutant {i}"), || {
+            match TextTokenizer::from_file(&path) {
+                Ok(t) => {
+                    let _ = t.encode("Soft prompts steer frozen transformers!");
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+    }
+    tally.check("MiniLM tokenizer.json");
+}
