@@ -268,8 +268,16 @@ impl ModelConfig {
                 Ok(())
             }
         };
+        let positive_float = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("`{name}` is {v}; it must be a positive number"))
+            }
+        };
         match self {
             ModelConfig::Bert(c) => {
+                positive_float("layer_norm_eps", c.layer_norm_eps)?;
                 positive("vocab_size", c.vocab_size)?;
                 positive("hidden_size", c.hidden_size)?;
                 positive("num_hidden_layers", c.num_hidden_layers)?;
@@ -302,6 +310,8 @@ impl ModelConfig {
                 }
             }
             ModelConfig::Llama(c) => {
+                positive_float("rms_norm_eps", c.rms_norm_eps)?;
+                positive_float("rope_theta", c.rope_theta)?;
                 positive("vocab_size", c.vocab_size)?;
                 positive("hidden_size", c.hidden_size)?;
                 positive("num_hidden_layers", c.num_hidden_layers)?;

@@ -285,7 +285,8 @@ impl GgufFile {
             ));
         }
         let start = self.data_start.checked_add(info.offset).ok_or("offset overflows")?;
-        let end = start.checked_add(count / per_block * block_bytes).ok_or("size overflows")?;
+        let bytes = (count / per_block).checked_mul(block_bytes).ok_or("size overflows")?;
+        let end = start.checked_add(bytes).ok_or("size overflows")?;
         Ok((start, end))
     }
 
