@@ -97,12 +97,12 @@ impl<B: FrozenOps> TextClassifier<B> {
 
     /// [`TextClassifier::from_run`] on `device`.
     pub fn from_run_on(run: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        let run = load_run::<B>(run.as_ref(), device)?;
+        let mut run = load_run::<B>(run.as_ref(), device)?;
         let dims = run.backbone.dims();
         let n_labels = run.info.labels.len();
         let (head, verbalizer) = match run.info.task {
             TaskKind::Classify => {
-                let head = run.head.clone().ok_or_else(|| {
+                let head = run.head.take().ok_or_else(|| {
                     TrainError::Config("the run's adapter has no classification head".into())
                 })?;
                 let [d_in, d_out] = head.linear.weight.dims();
