@@ -4,10 +4,15 @@
 //! every peak RSS is the workload's own.
 
 use anyhow::{bail, Result};
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use ptune_benches::{peak_rss_mb, shape, Workload, VIRTUAL_TOKENS};
+use ptune_benches::{peak_rss_mb, shape, Trainable, Workload, VIRTUAL_TOKENS};
 use ptune_transformer::FrozenOps;
+
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -62,18 +67,61 @@ fn run<B: AutodiffBackend + FrozenOps>(a: &Args) -> Result<()> {
     }
     let train = median(times);
     let rss = peak_rss_mb();
-    for (phase, s) in [("forward", forward), ("train-step", train)] {
-        println!(
-            "{}",
-            serde_json::json!({
-                "framework": "ptune", "backend": a.backend, "model": a.model, "method": a.method,
-                "phase": phase, "batch": batch, "seq_len": seq_len, "virtual_tokens": VIRTUAL_TOKENS,
-                "iters": a.iters, "seconds_per_iter": s, "examples_per_s": batch as f64 / s,
-                "peak_rss_mb": rss, "trainable_params": params,
-            })
-        );
+    let bounds = product_bounds(a, &mut w, &mut optim)?;
+    for ((phase, s), bound) in [("forward", forward), ("train-step", train)].into_iter().zip(bounds)
+    {
+        let mut line = serde_json::json!({
+            "framework": "ptune", "backend": a.backend, "model": a.model, "method": a.method,
+            "phase": phase, "batch": batch, "seq_len": seq_len, "virtual_tokens": VIRTUAL_TOKENS,
+            "iters": a.iters, "seconds_per_iter": s, "examples_per_s": batch as f64 / s,
+            "peak_rss_mb": rss, "trainable_params": params,
+        });
+        if let Some((gflop, bound_s)) = bound {
+            line["product_gflop"] = serde_json::json!(gflop);
+            line["product_bound_s"] = serde_json::json!(bound_s);
+            line["fraction_of_bound"] = serde_json::json!(bound_s / s);
+        }
+        println!("{line}");
     }
     Ok(())
+}
+
+/// Per phase (forward, training step): the GFLOP of its matrix products and the seconds those
+/// products take when each is run alone through the same kernel — the time the phase would take
+/// if everything but the products were free. Recorded from one more forward and one more step
+/// (flex only: the products are the flex kernels' own; `None` on other backends).
+type Bound = Option<(f64, f64)>;
+
+fn product_bounds<B: AutodiffBackend + FrozenOps, O: Optimizer<Trainable<B>, B>>(
+    a: &Args,
+    w: &mut Workload<B>,
+    optim: &mut O,
+) -> Result<[Bound; 2]> {
+    #[cfg(feature = "flex")]
+    if a.backend == "flex" {
+        use ptune_transformer::frozen::products::{
+            record_products, recorded_products, time_product, ProductShape,
+        };
+        use std::collections::HashMap;
+        let phase = |run: &mut dyn FnMut() -> Result<f64>| -> Result<(f64, f64)> {
+            record_products(true);
+            run()?;
+            let shapes = recorded_products();
+            record_products(false);
+            let mut counts: HashMap<ProductShape, usize> = HashMap::new();
+            for s in &shapes {
+                *counts.entry(*s).or_default() += 1;
+            }
+            let gflop = shapes.iter().map(ProductShape::flops).sum::<f64>() / 1e9;
+            let seconds = counts.iter().map(|(s, &c)| c as f64 * time_product(*s, 3)).sum();
+            Ok((gflop, seconds))
+        };
+        let forward = phase(&mut || w.forward())?;
+        let step = phase(&mut || w.train_step(optim))?;
+        return Ok([Some(forward), Some(step)]);
+    }
+    let _ = (a, w, optim);
+    Ok([None, None])
 }
 
 fn main() -> Result<()> {

@@ -2,7 +2,10 @@
 //! [--iters N] [--warmup N] [--out FILE.md] [--from FILE.json]` (`--from`: rebuild the markdown from a
 //! saved JSON without measuring): times every workload of `ptune-benches` (one process per
 //! model × method × backend, so each peak RSS is the workload's own), optionally the same workloads
-//! in PEFT (`benches/peer/peft_bench.py`), and writes a JSON and a markdown summary with the ratios.
+//! in PEFT (`benches/peer/peft_bench.py`), and writes a JSON and a markdown summary with the ratios
+//! and, per workload, the product-bound limit measured by `ptune-bench` on flex (the seconds the
+//! phase's matrix products take when each runs alone through the same kernel) and ptune's fraction
+//! of it (bound ÷ measured time).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,9 +170,9 @@ fn summary(ours: &[Value], peer: &[Value], backends: &[String]) -> String {
     for b in backends {
         md.push_str(&format!(" ptune {b} ex/s | ptune {b} peak MiB |"));
     }
-    md.push_str(" PEFT ex/s | PEFT peak MiB | speed ratio (best ptune / PEFT) | memory ratio (ptune / PEFT) |\n|---|---|---|");
+    md.push_str(" PEFT ex/s | PEFT peak MiB | speed ratio (best ptune / PEFT) | memory ratio (ptune / PEFT) | product GFLOP | product-bound s (flex) | flex / bound |\n|---|---|---|");
     md.push_str(&"---:|---:|".repeat(backends.len()));
-    md.push_str("---:|---:|---:|---:|\n");
+    md.push_str("---:|---:|---:|---:|---:|---:|---:|\n");
     let cell =
         |x: Option<f64>, digits: usize| x.map_or("—".to_string(), |x| format!("{x:.digits$}"));
     for k in &rows {
@@ -189,12 +192,16 @@ fn summary(ours: &[Value], peer: &[Value], backends: &[String]) -> String {
         let (pe, pr) = (f(&p, "examples_per_s"), f(&p, "peak_rss_mb"));
         let speed = best.zip(pe).map(|((e, _), pe)| e / pe);
         let memory = best.zip(pr).map(|((_, r), pr)| r / pr);
+        let flex = find(ours, k, Some("flex"));
         md.push_str(&format!(
-            " {} | {} | {} | {} |\n",
+            " {} | {} | {} | {} | {} | {} | {} |\n",
             cell(pe, 2),
             cell(pr, 0),
             speed.map_or("—".into(), |s| format!("{s:.2}×")),
-            memory.map_or("—".into(), |m| format!("{m:.2}×"))
+            memory.map_or("—".into(), |m| format!("{m:.2}×")),
+            cell(f(&flex, "product_gflop"), 1),
+            cell(f(&flex, "product_bound_s"), 3),
+            f(&flex, "fraction_of_bound").map_or("—".into(), |x| format!("{:.0} %", 100.0 * x))
         ));
     }
     md.push_str("\nptune's training step over its forward pass (seconds per iteration):\n\n| backend | model | method | train-step / forward |\n|---|---|---|---:|\n");

@@ -263,7 +263,9 @@ fn fetch_dataset(d: &TarDataset) -> Result<PathBuf> {
 /// then renames it over `target`: a killed fetch never leaves a half-written folder in place.
 fn install(target: &Path, sha256: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = target.with_file_name(format!(".{name}.partial"));
+    // One temporary folder per process: two fetches of the same name at once each unpack whole
+    // and the last rename wins, instead of one deleting the files the other is writing.
+    let tmp = target.with_file_name(format!(".{name}.partial.{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }

@@ -32,6 +32,13 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+/// jemalloc as the process allocator (feature `jemalloc`, on by default): it reuses the large
+/// activation buffers of one step in the next, where glibc's `malloc` maps and zeroes fresh pages
+/// for each (measured in `docs/performance.md`).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     progress::init_logging(cli.verbose, cli.quiet);

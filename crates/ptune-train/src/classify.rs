@@ -6,7 +6,6 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use ptune_data::tasks::Example;
@@ -87,12 +86,7 @@ pub fn pooled<B: FrozenOps>(
 /// # Shapes
 /// - logits: `[b, classes]`, labels: `b` → `[1]`
 pub fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
-    let b = labels.len();
-    let t = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [b, 1]),
-        &logits.device(),
-    );
-    log_softmax(logits, 1).gather(1, t).mean().neg()
+    ptune_transformer::frozen::cross_entropy(logits, labels)
 }
 
 /// Predicted classes of `examples` (batched by length, returned in input order).

@@ -219,10 +219,93 @@ where
     assert!(max_diff(fg[0].clone(), rg[0].clone()) < tol::<B>(), "rope gradient");
 }
 
+/// The dense layer (flex: one gemm call with the bias as its initial value) against Burn's
+/// `linear`, with a contiguous weight, a transposed view of one (a tied LM head), and no bias.
+fn check_linear<B: AutodiffBackend + FrozenOps>()
+where
+    B::InnerBackend: FrozenOps,
+{
+    let device = Default::default();
+    B::seed(&device, 5);
+    let (n, d_in, d_out) = (45, 33, 70);
+    let x = random::<B::InnerBackend, 2>([n, d_in], &device);
+    let weight = random::<B::InnerBackend, 2>([d_in, d_out], &device);
+    let weight_t = random::<B::InnerBackend, 2>([d_out, d_in], &device).transpose();
+    let bias = random::<B::InnerBackend, 1>([d_out], &device);
+    let w = random::<B::InnerBackend, 2>([n, d_out], &device);
+    for (what, weight, bias) in [
+        ("weight + bias", weight.clone(), Some(bias.clone())),
+        ("transposed weight view", weight_t, Some(bias)),
+        ("no bias", weight, None),
+    ] {
+        let wt = || Tensor::<B, 2>::from_inner(weight.clone());
+        let bt = || bias.clone().map(Tensor::<B, 1>::from_inner);
+        let (fused, fused_g) = value_and_grads::<B, 2, 2>(std::slice::from_ref(&x), &w, |v| {
+            frozen::linear(v[0].clone(), wt(), bt())
+        });
+        let (reference, ref_g) = value_and_grads::<B, 2, 2>(std::slice::from_ref(&x), &w, |v| {
+            burn::tensor::module::linear(v[0].clone(), wt(), bt())
+        });
+        let d = max_diff(fused, reference);
+        assert!(d < tol::<B>(), "linear ({what}) output differs by {d}");
+        let dg = max_diff(fused_g[0].clone(), ref_g[0].clone());
+        assert!(dg < tol::<B>(), "linear ({what}) input gradient differs by {dg}");
+    }
+}
+
+/// A weight that requires gradients (full fine-tuning) takes the composed path and gets its
+/// gradient, `xᵀ·g`.
+fn check_linear_tracked_weight<B: AutodiffBackend + FrozenOps>()
+where
+    B::InnerBackend: FrozenOps,
+{
+    let device = Default::default();
+    B::seed(&device, 6);
+    let x = random::<B::InnerBackend, 2>([9, 4], &device);
+    let weight = Tensor::<B, 2>::from_inner(random([4, 3], &device)).require_grad();
+    let g = random::<B::InnerBackend, 2>([9, 3], &device);
+    let out = frozen::linear(Tensor::from_inner(x.clone()), weight.clone(), None);
+    let grads = (out * Tensor::from_inner(g.clone())).sum().backward();
+    let dw = weight.grad(&grads).expect("the tracked weight has a gradient");
+    let d = max_diff(dw, x.transpose().matmul(g));
+    assert!(d < tol::<B>(), "weight gradient differs by {d}");
+}
+
+/// The fused cross-entropy (loss and logit gradients, the backward from the saved logsumexp)
+/// against Burn's `log_softmax` + `gather`, on logits with a wide spread (an LM head's scale).
+fn check_cross_entropy<B: AutodiffBackend + FrozenOps>()
+where
+    B::InnerBackend: FrozenOps,
+{
+    let device = Default::default();
+    B::seed(&device, 8);
+    let (n, c) = (23, 301);
+    let logits = random::<B::InnerBackend, 2>([n, c], &device).mul_scalar(8.0);
+    let labels: Vec<usize> = (0..n).map(|r| (r * 37 + 5) % c).collect();
+    let w = random::<B::InnerBackend, 1>([1], &device);
+    let (fused, fused_g) = value_and_grads::<B, 2, 1>(std::slice::from_ref(&logits), &w, |v| {
+        frozen::cross_entropy(v[0].clone(), &labels)
+    });
+    let (reference, ref_g) = value_and_grads::<B, 2, 1>(std::slice::from_ref(&logits), &w, |v| {
+        let device = v[0].device();
+        let column = labels.iter().map(|&l| l as i64).collect::<Vec<_>>();
+        let t =
+            Tensor::<B, 2, burn::tensor::Int>::from_data(TensorData::new(column, [n, 1]), &device);
+        burn::tensor::activation::log_softmax(v[0].clone(), 1).gather(1, t).mean().neg()
+    });
+    let d = max_diff(fused, reference);
+    assert!(d < tol::<B>(), "cross-entropy differs by {d}");
+    let dg = max_diff(fused_g[0].clone(), ref_g[0].clone());
+    assert!(dg < tol::<B>(), "cross-entropy gradient differs by {dg}");
+}
+
 fn check_all<B: AutodiffBackend + FrozenOps>()
 where
     B::InnerBackend: FrozenOps,
 {
+    check_linear::<B>();
+    check_linear_tracked_weight::<B>();
+    check_cross_entropy::<B>();
     check_norm::<B>(NormKind::Layer);
     check_norm::<B>(NormKind::Rms);
     check_gelu_swiglu::<B>();

@@ -13,6 +13,33 @@ use burn::tensor::ops::FloatTensor;
 use super::{composed, FrozenOps, NormKind, NormSaved};
 
 #[derive(Debug)]
+struct LinearBackward;
+
+impl<B: FrozenOps> Backward<B, 1> for LinearBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let weight = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| B::frozen_linear_backward(grad, weight));
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: FrozenOps> Backward<B, 1> for CrossEntropyBackward {
+    /// Logits, per-row logsumexp, labels.
+    type State = (FloatTensor<B>, FloatTensor<B>, Vec<usize>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, lse, labels) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::frozen_cross_entropy_backward(grad, logits, lse, &labels)
+        });
+    }
+}
+
+#[derive(Debug)]
 struct NormBackward;
 
 impl<B: FrozenOps> Backward<B, 1> for NormBackward {
@@ -93,6 +120,24 @@ impl<B: FrozenOps> Backward<B, 1> for RopeBackward {
 }
 
 impl<B: FrozenOps, C: CheckpointStrategy> FrozenOps for Autodiff<B, C> {
+    fn frozen_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        if weight.is_tracked() || bias.as_ref().is_some_and(|b| b.is_tracked()) {
+            return composed::linear::<Self>(x, weight, bias);
+        }
+        let (weight, bias) = (weight.primitive, bias.map(|b| b.primitive));
+        match LinearBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::frozen_linear(x.primitive, weight.clone(), bias);
+                prep.finish(weight, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::frozen_linear(x.primitive, weight, bias)),
+        }
+    }
+
     fn frozen_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -111,6 +156,18 @@ impl<B: FrozenOps, C: CheckpointStrategy> FrozenOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::frozen_norm(x.primitive, gamma, beta, eps, kind))
+            }
+        }
+    }
+
+    fn frozen_cross_entropy(logits: FloatTensor<Self>, labels: &[usize]) -> FloatTensor<Self> {
+        match CrossEntropyBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse) = B::frozen_cross_entropy_train(logits.primitive.clone(), labels);
+                prep.finish((logits.primitive, lse, labels.to_vec()), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::frozen_cross_entropy_train(logits.primitive, labels).0)
             }
         }
     }

@@ -5,7 +5,7 @@
 use burn::tensor::activation::{sigmoid, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::{prim, tensor, NormKind, NormSaved};
 
@@ -16,6 +16,76 @@ use super::{prim, tensor, NormKind, NormSaved};
 /// - x: `[n, d]` → `[n, d]`
 fn reciprocal<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     x.ones_like() / x
+}
+
+/// Burn's `linear`: `x·weight (+ bias)`.
+///
+/// # Shapes
+/// - x: `[n, d_in]`, weight: `[d_in, d_out]`, bias: `[d_out]` → `[n, d_out]`
+pub fn linear<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    prim(burn::tensor::module::linear(
+        tensor::<B, 2>(x),
+        tensor::<B, 2>(weight),
+        bias.map(tensor::<B, 1>),
+    ))
+}
+
+/// `grad·weightᵀ`.
+///
+/// # Shapes
+/// - grad: `[n, d_out]`, weight: `[d_in, d_out]` → `[n, d_in]`
+pub fn linear_backward<B: Backend>(grad: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
+    prim(tensor::<B, 2>(grad).matmul(tensor::<B, 2>(weight).transpose()))
+}
+
+/// `labels` as an int column `[n, 1]` on `device`.
+fn label_column<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 2, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(values, [labels.len(), 1]), device)
+}
+
+/// Mean cross-entropy and each row's `logsumexp`.
+///
+/// # Shapes
+/// - logits: `[n, c]` → (`[1]`, `[n, 1]`)
+pub fn cross_entropy_train<B: Backend>(
+    logits: FloatTensor<B>,
+    labels: &[usize],
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = tensor::<B, 2>(logits);
+    let max = x.clone().max_dim(1).detach();
+    let lse = (x.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let picked = x.clone().gather(1, label_column::<B>(labels, &x.device()));
+    let loss = (lse.clone() - picked).mean();
+    (prim(loss), prim(lse))
+}
+
+/// `(softmax(logits) − onehot(labels))·grad/n`.
+///
+/// # Shapes
+/// - grad: `[1]`, logits: `[n, c]`, lse: `[n, 1]` → `[n, c]`
+pub fn cross_entropy_backward<B: Backend>(
+    grad: FloatTensor<B>,
+    logits: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    labels: &[usize],
+) -> FloatTensor<B> {
+    let x = tensor::<B, 2>(logits);
+    let n = labels.len().max(1);
+    let p = (x - tensor::<B, 2>(lse)).exp();
+    let ones = Tensor::<B, 2>::ones([labels.len(), 1], &p.device()).cast(p.dtype());
+    let d = p.clone().scatter(
+        1,
+        label_column::<B>(labels, &p.device()),
+        ones.neg(),
+        burn::tensor::IndexingUpdateOp::Add,
+    );
+    let g = tensor::<B, 1>(grad).unsqueeze::<2>().div_scalar(n as f64);
+    prim(d * g)
 }
 
 /// # Shapes

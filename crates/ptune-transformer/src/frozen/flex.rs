@@ -1,7 +1,8 @@
 //! Fused burn-flex kernels for [`FrozenOps`]: each norm, activation and softmax is one
 //! multi-threaded pass over rows (rayon), where the composed form runs 5–12 full passes, most of
-//! them single-threaded. Matrix products stay burn-flex's own (`gemm`). Tensors that are not f32
-//! take the composed path.
+//! them single-threaded. Each pass is compiled for the CPU's widest SIMD instruction set
+//! ([`simd`]) with branch-free `exp` / `erf` ([`super::fastmath`]) so its loops vectorize.
+//! Matrix products stay burn-flex's own (`gemm`). Tensors that are not f32 take the composed path.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -10,6 +11,7 @@ use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
+use super::fastmath::{erf, exp, simd};
 use super::{composed, FrozenOps, NormKind, NormSaved};
 
 /// Rows per rayon task are chosen so that a task has at least this many elements.
@@ -29,6 +31,16 @@ fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// `n` zeros, written into a plain allocation. (`vec![0.0; n]` asks the allocator for zeroed
+/// memory, which for large buffers it provides by handing dirty pages back to the kernel and
+/// faulting fresh ones in: one page fault per 4 KiB of every activation. A reused allocation
+/// filled by a write pass costs a fraction of that; measured in `docs/performance.md`.)
+pub(super) fn zeroed(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0.0f32);
+    v
+}
+
 /// Rows per parallel chunk for rows of `row_len` elements.
 fn rows_per_task(row_len: usize) -> usize {
     MIN_TASK.div_ceil(row_len.max(1)).max(1)
@@ -40,13 +52,20 @@ fn map_rows(
     row_len: usize,
     f: impl Fn(&[f32], &mut [f32], usize) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; input.len()];
+    let mut out = zeroed(input.len());
     let per = rows_per_task(row_len);
     out.par_chunks_mut(per * row_len).zip(input.par_chunks(per * row_len)).enumerate().for_each(
         |(task, (out, input))| {
-            for (i, (o, x)) in out.chunks_mut(row_len).zip(input.chunks(row_len)).enumerate() {
-                f(x, o, task * per + i);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for (i, (o, x)) in
+                        out.chunks_mut(row_len).zip(input.chunks(row_len)).enumerate()
+                    {
+                        f(x, o, task * per + i);
+                    }
+                },
+            )
         },
     );
     out
@@ -67,9 +86,14 @@ fn exclusive(t: &mut FlexTensor) -> Option<&mut [f32]> {
 fn rows_in_place(buf: &mut [f32], row_len: usize, f: impl Fn(&mut [f32], usize) + Sync) {
     let per = rows_per_task(row_len);
     buf.par_chunks_mut(per * row_len).enumerate().for_each(|(task, rows)| {
-        for (i, row) in rows.chunks_mut(row_len).enumerate() {
-            f(row, task * per + i);
-        }
+        simd(
+            #[inline(always)]
+            || {
+                for (i, row) in rows.chunks_mut(row_len).enumerate() {
+                    f(row, task * per + i);
+                }
+            },
+        )
     });
 }
 
@@ -92,18 +116,30 @@ fn rows_in_place_or_copy(
 
 /// Element-wise map of equal-length slices, in parallel.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
+    let mut out = zeroed(a.len());
     out.par_chunks_mut(MIN_TASK).zip(a.par_chunks(MIN_TASK).zip(b.par_chunks(MIN_TASK))).for_each(
         |(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                },
+            )
         },
     );
     out
 }
 
+/// HF's exact GELU, `0.5·x·(1 + erf(x/√2))`.
+#[inline(always)]
+fn gelu(v: f32) -> f32 {
+    v * (0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)))
+}
+
 /// One row of a norm: writes `y = x̂·γ (+ β)` (and `x̂` when asked), returns `rstd`.
+#[inline(always)]
 fn norm_row(
     x: &[f32],
     gamma: &[f32],
@@ -115,10 +151,10 @@ fn norm_row(
 ) -> f32 {
     let inv_d = 1.0 / x.len() as f32;
     let mean = match kind {
-        NormKind::Layer => x.iter().sum::<f32>() * inv_d,
+        NormKind::Layer => sum_lanes(x, |v| v) * inv_d,
         NormKind::Rms => 0.0,
     };
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() * inv_d;
+    let var = sum_lanes(x, |v| (v - mean) * (v - mean)) * inv_d;
     let rstd = 1.0 / (var + eps).sqrt();
     for (j, (yo, &v)) in y.iter_mut().zip(x).enumerate() {
         let h = (v - mean) * rstd;
@@ -130,11 +166,78 @@ fn norm_row(
     rstd
 }
 
-fn erf(x: f32) -> f32 {
-    libm::erff(x)
+/// Lanes of the vectorized reductions (an AVX-512 register of f32).
+const LANES: usize = 16;
+
+/// `Σ f(x)`, accumulated in [`LANES`] independent sums so that the loop vectorizes.
+#[inline(always)]
+fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a·b` over two equal-length slices, in [`LANES`] independent sums.
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest element, in [`LANES`] independent maxima.
+#[inline(always)]
+fn max_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `a · b` through [`super::gemm::matmul`], or burn-flex's own product where that declines.
+fn mm(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+    super::gemm::matmul(&a, &b, None).unwrap_or_else(|| Flex::float_matmul(a, b))
 }
 
 impl FrozenOps for Flex {
+    fn frozen_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let bias_values = bias.as_ref().and_then(contiguous);
+        if bias.is_none() || bias_values.is_some() {
+            if let Some(y) = super::gemm::matmul(&x, &weight, bias_values.as_ref().map(values)) {
+                return y;
+            }
+        }
+        composed::linear::<Self>(x, weight, bias)
+    }
+
+    fn frozen_linear_backward(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        mm(grad, weight.transpose(0, 1))
+    }
+
     fn frozen_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -150,9 +253,14 @@ impl FrozenOps for Flex {
         let d = shape[shape.num_dims() - 1];
         let (xs, gs, bs) = (values(&xc), values(&g), bc.as_ref().map(values));
         // The inference path: only the output, no x̂ kept.
-        let y = map_rows(xs, d, |x, y, _| {
-            norm_row(x, gs, bs, eps as f32, kind, y, None);
-        });
+        let y = map_rows(
+            xs,
+            d,
+            #[inline(always)]
+            |x, y, _| {
+                norm_row(x, gs, bs, eps as f32, kind, y, None);
+            },
+        );
         from_vec(y, shape)
     }
 
@@ -171,9 +279,9 @@ impl FrozenOps for Flex {
         let d = shape[shape.num_dims() - 1];
         let n = shape.num_elements() / d.max(1);
         let (xs, gs, bs) = (values(&xc), values(&g), bc.as_ref().map(values));
-        let mut y = vec![0.0f32; xs.len()];
-        let mut xhat = vec![0.0f32; xs.len()];
-        let mut rstd = vec![0.0f32; n];
+        let mut y = zeroed(xs.len());
+        let mut xhat = zeroed(xs.len());
+        let mut rstd = zeroed(n);
         let per = rows_per_task(d);
         y.par_chunks_mut(per * d)
             .zip(xhat.par_chunks_mut(per * d))
@@ -210,39 +318,66 @@ impl FrozenOps for Flex {
         let shape = gc.shape();
         let d = shape[shape.num_dims() - 1];
         let (gs, xhs, rss, gms) = (values(&gc), values(&xh), values(&rs), values(&gm));
-        let out = map_rows(gs, d, |g, o, row| {
-            let x = &xhs[row * d..(row + 1) * d];
-            let inv_d = 1.0 / d as f32;
-            let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
-            for j in 0..d {
-                let gg = g[j] * gms[j];
-                sum_gg += gg;
-                sum_ggx += gg * x[j];
-            }
-            let mean_gg = match kind {
-                NormKind::Layer => sum_gg * inv_d,
-                NormKind::Rms => 0.0,
-            };
-            let mean_ggx = sum_ggx * inv_d;
-            let r = rss[row];
-            for j in 0..d {
-                o[j] = r * (g[j] * gms[j] - mean_gg - x[j] * mean_ggx);
-            }
-        });
+        let out = map_rows(
+            gs,
+            d,
+            #[inline(always)]
+            |g, o, row| {
+                let x = &xhs[row * d..(row + 1) * d];
+                let inv_d = 1.0 / d as f32;
+                let (mut acc_gg, mut acc_ggx) = ([0.0f32; LANES], [0.0f32; LANES]);
+                let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
+                for j0 in (0..d).step_by(LANES) {
+                    if j0 + LANES <= d {
+                        for l in 0..LANES {
+                            let gg = g[j0 + l] * gms[j0 + l];
+                            acc_gg[l] += gg;
+                            acc_ggx[l] += gg * x[j0 + l];
+                        }
+                    } else {
+                        for j in j0..d {
+                            let gg = g[j] * gms[j];
+                            sum_gg += gg;
+                            sum_ggx += gg * x[j];
+                        }
+                    }
+                }
+                sum_gg += acc_gg.iter().sum::<f32>();
+                sum_ggx += acc_ggx.iter().sum::<f32>();
+                let mean_gg = match kind {
+                    NormKind::Layer => sum_gg * inv_d,
+                    NormKind::Rms => 0.0,
+                };
+                let mean_ggx = sum_ggx * inv_d;
+                let r = rss[row];
+                for j in 0..d {
+                    o[j] = r * (g[j] * gms[j] - mean_gg - x[j] * mean_ggx);
+                }
+            },
+        );
         from_vec(out, shape)
     }
 
     fn frozen_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let gelu = |v: f32| v * (0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)));
         let mut x = x;
         if let Some(buf) = exclusive(&mut x) {
             // Nobody else holds the input (the inference path): overwrite it.
-            buf.par_chunks_mut(MIN_TASK).for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+            buf.par_chunks_mut(MIN_TASK).for_each(|c| {
+                simd(
+                    #[inline(always)]
+                    || c.iter_mut().for_each(|v| *v = gelu(*v)),
+                )
+            });
             return x;
         }
         let Some(xc) = contiguous(&x) else { return composed::gelu::<Self>(x) };
         let xs = values(&xc);
-        let out = map2(xs, xs, |v, _| gelu(v));
+        let out = map2(
+            xs,
+            xs,
+            #[inline(always)]
+            |v, _| gelu(v),
+        );
         from_vec(out, xc.shape())
     }
 
@@ -251,11 +386,16 @@ impl FrozenOps for Flex {
             return composed::gelu_backward::<Self>(grad, x);
         };
         let inv_sqrt_2pi = 1.0 / (2.0 * std::f32::consts::PI).sqrt();
-        let out = map2(values(&gc), values(&xc), |g, v| {
-            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * v * v).exp() * inv_sqrt_2pi;
-            g * (cdf + v * pdf)
-        });
+        let out = map2(
+            values(&gc),
+            values(&xc),
+            #[inline(always)]
+            |g, v| {
+                let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = exp(-0.5 * v * v) * inv_sqrt_2pi;
+                g * (cdf + v * pdf)
+            },
+        );
         from_vec(out, gc.shape())
     }
 
@@ -263,7 +403,12 @@ impl FrozenOps for Flex {
         let (Some(gc), Some(uc)) = (contiguous(&gate), contiguous(&up)) else {
             return composed::swiglu::<Self>(gate, up);
         };
-        let out = map2(values(&gc), values(&uc), |g, u| g * sigmoid(g) * u);
+        let out = map2(
+            values(&gc),
+            values(&uc),
+            #[inline(always)]
+            |g, u| g * sigmoid(g) * u,
+        );
         from_vec(out, gc.shape())
     }
 
@@ -279,20 +424,91 @@ impl FrozenOps for Flex {
         };
         let (ds, gs, us) = (values(&dc), values(&gc), values(&uc));
         let shape = dc.shape();
-        let mut d_gate = vec![0.0f32; ds.len()];
-        let mut d_up = vec![0.0f32; ds.len()];
+        let mut d_gate = zeroed(ds.len());
+        let mut d_up = zeroed(ds.len());
         d_gate
             .par_chunks_mut(MIN_TASK)
             .zip(d_up.par_chunks_mut(MIN_TASK))
             .zip(ds.par_chunks(MIN_TASK).zip(gs.par_chunks(MIN_TASK).zip(us.par_chunks(MIN_TASK))))
             .for_each(|((dg, du), (d, (g, u)))| {
-                for i in 0..d.len() {
-                    let s = sigmoid(g[i]);
-                    du[i] = d[i] * g[i] * s;
-                    dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                }
+                simd(
+                    #[inline(always)]
+                    || {
+                        for i in 0..d.len() {
+                            let s = sigmoid(g[i]);
+                            du[i] = d[i] * g[i] * s;
+                            dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                        }
+                    },
+                )
             });
         (from_vec(d_gate, shape.clone()), from_vec(d_up, shape))
+    }
+
+    fn frozen_cross_entropy_train(
+        logits: FloatTensor<Self>,
+        labels: &[usize],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(xc) = contiguous(&logits) else {
+            return composed::cross_entropy_train::<Self>(logits, labels);
+        };
+        let shape = xc.shape();
+        let (n, c) = (shape[0], shape[1]);
+        if labels.len() != n || labels.iter().any(|&l| l >= c) {
+            return composed::cross_entropy_train::<Self>(logits, labels);
+        }
+        let xs = values(&xc);
+        // One pass per row: max, then Σ exp(x − max); nothing of the row's size is written.
+        let lse: Vec<f32> = xs
+            .par_chunks(c.max(1))
+            .map(|row| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        let max = max_lanes(row);
+                        max + sum_lanes(row, |v| exp(v - max)).ln()
+                    },
+                )
+            })
+            .collect();
+        let total: f64 = lse
+            .iter()
+            .zip(labels)
+            .enumerate()
+            .map(|(r, (&l, &y))| f64::from(l - xs[r * c + y]))
+            .sum();
+        let loss = (total / n.max(1) as f64) as f32;
+        (from_vec(vec![loss], Shape::new([1])), from_vec(lse, Shape::new([n, 1])))
+    }
+
+    fn frozen_cross_entropy_backward(
+        grad: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        labels: &[usize],
+    ) -> FloatTensor<Self> {
+        let (Some(gc), Some(lc)) = (contiguous(&grad), contiguous(&lse)) else {
+            return composed::cross_entropy_backward::<Self>(grad, logits, lse, labels);
+        };
+        if logits.dtype() != DType::F32 {
+            return composed::cross_entropy_backward::<Self>(grad, logits, lse, labels);
+        }
+        let c = logits.shape()[1];
+        let scale = values(&gc).first().copied().unwrap_or(0.0) / labels.len().max(1) as f32;
+        let lses = values(&lc);
+        // In place over the logits when the graph held their only reference.
+        rows_in_place_or_copy(
+            logits,
+            c,
+            #[inline(always)]
+            |row: &mut [f32], r: usize| {
+                let l = lses[r];
+                row.iter_mut().for_each(|v| *v = exp(*v - l) * scale);
+                if let Some(v) = labels.get(r).and_then(|&y| row.get_mut(y)) {
+                    *v -= scale;
+                }
+            },
+        )
     }
 
     fn frozen_attention_train(
@@ -308,34 +524,33 @@ impl FrozenOps for Flex {
         let [_, h, s_q, _] = dims4(&q);
         let n_kv = dims4(&k)[1];
         let (k, v) = (repeat_kv(k, h, n_kv), repeat_kv(v, h, n_kv));
-        let scores = Flex::float_matmul(q, Flex::float_transpose(k));
+        let scores = mm(q, k.transpose(2, 3));
         let s_k = dims4(&scores)[3];
         let bias = bias.as_ref().and_then(contiguous);
         let bias_values = bias.as_ref().map(values);
         let bias_batch = bias.as_ref().map_or(1, |t| t.shape()[0].max(1));
         let scale = scale as f32;
         // Scale, bias and softmax in one pass over each row of scores, in place.
-        let softmax = |row: &mut [f32], r: usize| {
-            let bias_row = bias_values.map(|bv| {
-                let (bi, i) = ((r / (h * s_q)) % bias_batch, r % s_q);
-                &bv[(bi * s_q + i) * s_k..(bi * s_q + i + 1) * s_k]
-            });
-            let mut max = f32::NEG_INFINITY;
-            for (j, t) in row.iter_mut().enumerate() {
-                *t = *t * scale + bias_row.map_or(0.0, |b| b[j]);
-                max = max.max(*t);
-            }
-            let mut sum = 0.0f32;
-            for t in row.iter_mut() {
-                *t = (*t - max).exp();
-                sum += *t;
-            }
-            for t in row.iter_mut() {
-                *t /= sum;
-            }
-        };
-        let p = rows_in_place_or_copy(scores, s_k, softmax);
-        (Flex::float_matmul(p.clone(), v), p)
+        let p = rows_in_place_or_copy(
+            scores,
+            s_k,
+            #[inline(always)]
+            |row: &mut [f32], r: usize| {
+                let bias_row = bias_values.map(|bv| {
+                    let (bi, i) = ((r / (h * s_q)) % bias_batch, r % s_q);
+                    &bv[(bi * s_q + i) * s_k..(bi * s_q + i + 1) * s_k]
+                });
+                match bias_row {
+                    Some(b) => row.iter_mut().zip(b).for_each(|(t, &b)| *t = *t * scale + b),
+                    None => row.iter_mut().for_each(|t| *t *= scale),
+                }
+                let max = max_lanes(row);
+                row.iter_mut().for_each(|t| *t = exp(*t - max));
+                let sum = sum_lanes(row, |v| v);
+                row.iter_mut().for_each(|t| *t /= sum);
+            },
+        );
+        (mm(p.clone(), v), p)
     }
 
     fn frozen_attention_backward(
@@ -352,41 +567,39 @@ impl FrozenOps for Flex {
         }
         let h = dims4(&q)[1];
         let n_kv = dims4(&k)[1];
-        let dv = need[2].then(|| {
-            sum_groups(Flex::float_matmul(Flex::float_transpose(p.clone()), grad.clone()), n_kv)
-        });
+        let dv = need[2].then(|| sum_groups(mm(p.transpose(2, 3), grad.clone()), n_kv));
         if !need[0] && !need[1] {
             return [None, None, dv];
         }
         let v = repeat_kv(v, h, n_kv);
-        let dp = Flex::float_matmul(grad, Flex::float_transpose(v));
+        let dp = mm(grad, v.transpose(2, 3));
         let s_k = dims4(&dp)[3];
         let Some(pc) = contiguous(&p) else { unreachable_f32() };
         let ps = values(&pc);
         let scale = scale as f32;
         // ds = p ⊙ (dp − rowsum(p ⊙ dp)) · scale, in place over dp.
-        let ds_row = |dp: &mut [f32], r: usize| {
-            let p = &ps[r * s_k..(r + 1) * s_k];
-            let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
-            for (d, &pj) in dp.iter_mut().zip(p) {
-                *d = pj * (*d - dot) * scale;
-            }
-        };
-        let ds = rows_in_place_or_copy(dp, s_k, ds_row);
-        let dq = need[0].then(|| Flex::float_matmul(ds.clone(), repeat_kv(k, h, n_kv)));
-        let dk =
-            need[1].then(|| sum_groups(Flex::float_matmul(Flex::float_transpose(ds), q), n_kv));
+        let ds = rows_in_place_or_copy(
+            dp,
+            s_k,
+            #[inline(always)]
+            |dp: &mut [f32], r: usize| {
+                let p = &ps[r * s_k..(r + 1) * s_k];
+                let dot = dot_lanes(p, dp);
+                for (d, &pj) in dp.iter_mut().zip(p) {
+                    *d = pj * (*d - dot) * scale;
+                }
+            },
+        );
+        let dq = need[0].then(|| mm(ds.clone(), repeat_kv(k, h, n_kv)));
+        let dk = need[1].then(|| sum_groups(mm(ds.transpose(2, 3), q), n_kv));
         [dq, dk, dv]
     }
 }
 
+/// `1/(1 + e^−x)`, branch-free (the fast `exp` saturates instead of overflowing).
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    1.0 / (1.0 + exp(-x))
 }
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {

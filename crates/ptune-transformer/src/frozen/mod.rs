@@ -15,14 +15,25 @@
 //! require gradients (full fine-tuning), the autodiff impl falls back to the composed form, which
 //! Burn differentiates as usual.
 //!
-//! The model code calls the free functions of this module ([`norm`], [`gelu`], [`swiglu`],
-//! [`attention`], [`rope`]); nothing else knows which backend it runs on.
+//! The model code calls the free functions of this module ([`linear`], [`norm`], [`gelu`],
+//! [`swiglu`], [`attention`], [`rope`]); nothing else knows which backend it runs on.
 
 mod autodiff;
 mod backends;
 pub mod composed;
 #[cfg(feature = "flex")]
+mod fastmath;
+#[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod gemm;
+
+/// The products of the flex kernels, recorded and timed alone: what `ptune-bench` measures its
+/// product-bound limit with.
+#[cfg(feature = "flex")]
+pub mod products {
+    pub use super::gemm::{record_products, recorded_products, time_product, ProductShape};
+}
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -49,6 +60,29 @@ pub enum NormKind {
 /// The fused frozen-backbone ops of a backend. All methods have composed defaults
 /// ([`composed`]); see the module docs.
 pub trait FrozenOps: Backend {
+    /// A frozen dense layer, `x·weight + bias`.
+    ///
+    /// # Shapes
+    /// - x: `[n, d_in]`, weight: `[d_in, d_out]`, bias: `[d_out]` → `[n, d_out]`
+    fn frozen_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        composed::linear::<Self>(x, weight, bias)
+    }
+
+    /// Gradient of the dense layer's input, `grad·weightᵀ` (the weight and bias get none).
+    ///
+    /// # Shapes
+    /// - grad: `[n, d_out]`, weight: `[d_in, d_out]` → `[n, d_in]`
+    fn frozen_linear_backward(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed::linear_backward::<Self>(grad, weight)
+    }
+
     /// Normalizes each row of `x` and scales (and shifts) it.
     ///
     /// # Shapes
@@ -181,6 +215,39 @@ pub trait FrozenOps: Backend {
         composed::attention_backward::<Self>(grad, q, k, v, p, scale, need)
     }
 
+    /// Mean cross-entropy of the rows of `logits` against `labels` (one class index per row).
+    ///
+    /// # Shapes
+    /// - logits: `[n, c]`, labels: `n` indices → `[1]`
+    fn frozen_cross_entropy(logits: FloatTensor<Self>, labels: &[usize]) -> FloatTensor<Self> {
+        Self::frozen_cross_entropy_train(logits, labels).0
+    }
+
+    /// [`frozen_cross_entropy`](Self::frozen_cross_entropy) plus each row's `logsumexp`, all
+    /// its backward needs besides the logits.
+    ///
+    /// # Shapes
+    /// - logits: `[n, c]`, labels: `n` indices → (loss `[1]`, logsumexp `[n, 1]`)
+    fn frozen_cross_entropy_train(
+        logits: FloatTensor<Self>,
+        labels: &[usize],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::cross_entropy_train::<Self>(logits, labels)
+    }
+
+    /// Gradient of the logits: `(softmax(logits) − onehot(labels))·grad/n`.
+    ///
+    /// # Shapes
+    /// - grad: `[1]`, logits: `[n, c]`, lse: `[n, 1]` → `[n, c]`
+    fn frozen_cross_entropy_backward(
+        grad: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        labels: &[usize],
+    ) -> FloatTensor<Self> {
+        composed::cross_entropy_backward::<Self>(grad, logits, lse, labels)
+    }
+
     /// Rotary embedding in the rotate-half layout: `x·cos + rotate_half(x)·sin`.
     ///
     /// # Shapes
@@ -213,6 +280,29 @@ pub(crate) fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B,
 
 pub(crate) fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
+}
+
+/// A frozen dense layer over rows, `x·weight (+ bias)`.
+///
+/// # Shapes
+/// - x: `[n, d_in]`, weight: `[d_in, d_out]`, bias: `[d_out]` → `[n, d_out]`
+pub fn linear<B: FrozenOps>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    tensor(B::frozen_linear(prim(x), prim(weight), bias.map(prim)))
+}
+
+/// Mean cross-entropy of `logits` against class indices (PyTorch's `F.cross_entropy`, mean
+/// reduction), as one op: the backward keeps only the logits and one `logsumexp` per row, where
+/// the composed `log_softmax` keeps several tensors of the logits' size (for an LM head, rows ×
+/// vocabulary each). Labels must be below `c` (checked by the callers that read them from data).
+///
+/// # Shapes
+/// - logits: `[n, c]`, labels: `n` indices → `[1]`
+pub fn cross_entropy<B: FrozenOps>(logits: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 1> {
+    tensor(B::frozen_cross_entropy(prim(logits), labels))
 }
 
 /// LayerNorm or RMSNorm over the last dimension.
