@@ -511,6 +511,22 @@ impl FrozenOps for Flex {
         )
     }
 
+    fn frozen_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        rope(x, cos, sin, false)
+    }
+
+    fn frozen_rope_backward(
+        grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        rope(grad, cos, sin, true)
+    }
+
     fn frozen_attention_train(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -594,6 +610,72 @@ impl FrozenOps for Flex {
         let dk = need[1].then(|| sum_groups(mm(ds.transpose(2, 3), q), n_kv));
         [dq, dk, dv]
     }
+}
+
+/// The rotary embedding (or, with `transpose`, its backward) in one pass: each row of `x` read
+/// through its strides (the heads view of a projection), written to a contiguous output. Forward:
+/// `y_j = x_j·cos_j + r_j·sin_j` with `r = (−x[half..], x[..half])`; backward:
+/// `y_j = x_j·cos_j + t_j` with `t = ((x·sin)[half..], −(x·sin)[..half])`.
+///
+/// # Shapes
+/// - x: `[b, heads, s, head_dim]`, cos/sin: `[b | 1, 1, s, head_dim]` → `[b, heads, s, head_dim]`
+fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, transpose: bool) -> FlexTensor {
+    let composed = |x, cos, sin| composed::rope::<Flex>(x, cos, sin, transpose);
+    let (Some(cc), Some(sc)) = (contiguous(&cos), contiguous(&sin)) else {
+        return composed(x, cos, sin);
+    };
+    if x.dtype() != DType::F32 || x.shape().num_dims() != 4 || cc.shape().num_dims() != 4 {
+        return composed(x, cos, sin);
+    }
+    let [b, h, s, hd] = dims4(&x);
+    let cb = cc.shape()[0];
+    let table = [cb, 1, s, hd];
+    if hd % 2 != 0 || cb == 0 || dims4(&cc) != table || dims4(&sc) != table || b * h * s == 0 {
+        return composed(x, cos, sin);
+    }
+    // Read x in place when its rows are contiguous and every row lies inside the buffer, else
+    // from a contiguous copy.
+    let strides: Option<Vec<usize>> =
+        x.layout().strides().iter().map(|&v| usize::try_from(v).ok()).collect();
+    let start = x.layout().start_offset();
+    let in_place = strides.filter(|st| {
+        let last = [b, h, s].iter().zip(st).map(|(&n, &st)| (n - 1) * st).sum::<usize>() + start;
+        st[3] == 1 && last + hd <= x.storage::<f32>().len()
+    });
+    let (xt, st, start) = match in_place {
+        Some(st) => (x, st, start),
+        None => {
+            let xc = x.to_contiguous();
+            (xc, vec![h * s * hd, s * hd, hd, 1], 0)
+        }
+    };
+    let (xs, cs, ss) = (xt.storage::<f32>(), values(&cc), values(&sc));
+    let half = hd / 2;
+    let mut out = zeroed(b * h * s * hd);
+    out.par_chunks_mut(s * hd).enumerate().for_each(|(bh, rows)| {
+        let (bi, hi) = (bh / h, bh % h);
+        simd(
+            #[inline(always)]
+            || {
+                for (si, y) in rows.chunks_mut(hd).enumerate() {
+                    let at = start + bi * st[0] + hi * st[1] + si * st[2];
+                    let x = &xs[at..at + hd];
+                    let t = ((bi % cb) * s + si) * hd;
+                    let (c, sn) = (&cs[t..t + hd], &ss[t..t + hd]);
+                    for j in 0..half {
+                        if transpose {
+                            y[j] = x[j] * c[j] + x[j + half] * sn[j + half];
+                            y[j + half] = x[j + half] * c[j + half] - x[j] * sn[j];
+                        } else {
+                            y[j] = x[j] * c[j] - x[j + half] * sn[j];
+                            y[j + half] = x[j + half] * c[j + half] + x[j] * sn[j + half];
+                        }
+                    }
+                }
+            },
+        )
+    });
+    from_vec(out, Shape::new([b, h, s, hd]))
 }
 
 /// `1/(1 + e^−x)`, branch-free (the fast `exp` saturates instead of overflowing).
