@@ -74,7 +74,8 @@ pub fn bench(args: &[String]) -> Result<()> {
             (v["iters"].as_str().unwrap_or("?"), v["warmup"].as_str().unwrap_or("?"));
         let markdown = summary(&ours, &peer, &backends);
         println!("{markdown}");
-        let header = header(!peer.is_empty(), warmup, iters, &out_md.with_extension("json"));
+        let header =
+            header(!peer.is_empty(), &backends, warmup, iters, &out_md.with_extension("json"));
         std::fs::write(&out_md, format!("{header}{markdown}"))?;
         return Ok(());
     }
@@ -135,18 +136,19 @@ pub fn bench(args: &[String]) -> Result<()> {
         "iters": iters, "warmup": warmup});
     let out_json = out_md.with_extension("json");
     std::fs::write(&out_json, serde_json::to_string_pretty(&json)?)?;
-    let header = header(!peer.is_empty(), &warmup, &iters, &out_json);
+    let header = header(!peer.is_empty(), &backends, &warmup, &iters, &out_json);
     std::fs::write(&out_md, format!("{header}{markdown}"))?;
     eprintln!("wrote {} and {}", out_md.display(), out_json.display());
     Ok(())
 }
 
-fn header(peer: bool, warmup: &str, iters: &str, json: &Path) -> String {
+fn header(peer: bool, backends: &[String], warmup: &str, iters: &str, json: &Path) -> String {
     format!(
-        "# Benchmarks\n\nMade by `cargo xtask bench{} --iters {iters} --warmup {warmup}` (median of the \
+        "# Benchmarks\n\nMade by `cargo xtask bench{} --backends {} --iters {iters} --warmup {warmup}` (median of the \
          timed iterations; one process per workload; raw numbers in `{}`). Workload: see \
          `benches/src/lib.rs`.\n\n",
         if peer { " --peer" } else { "" },
+        backends.join(","),
         json.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     )
 }
