@@ -2,7 +2,8 @@
 //! multi-threaded pass over rows (rayon), where the composed form runs 5–12 full passes, most of
 //! them single-threaded. Each pass is compiled for the CPU's widest SIMD instruction set
 //! ([`simd`]) with branch-free `exp` / `erf` ([`super::fastmath`]) so its loops vectorize.
-//! Matrix products stay burn-flex's own (`gemm`). Tensors that are not f32 take the composed path.
+//! Matrix products go through [`super::gemm`] (the gemm crate writing into buffers of ours), with
+//! burn-flex's own product where that declines. Tensors that are not f32 take the composed path.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
