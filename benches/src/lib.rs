@@ -17,7 +17,7 @@
 
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use ptune_data::tasks::LmExample;
@@ -26,7 +26,7 @@ use ptune_train::classify::{cross_entropy, pooled};
 use ptune_train::lm::target_loss;
 use ptune_train::Pooling;
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{load_model, AnyBackbone, Backbone};
+use ptune_transformer::{load_model, AnyBackbone, Backbone, CheckpointedLayers};
 
 /// The methods benchmarked, by name.
 pub const METHODS: [&str; 5] =
@@ -106,6 +106,8 @@ pub struct Workload<B: AutodiffBackend> {
     pub rows: Vec<Vec<u32>>,
     /// Trainable module.
     pub trainable: Trainable<B>,
+    /// Run the backbone with gradient checkpointing (`ptune train --gradient-checkpointing`).
+    pub gradient_checkpointing: bool,
 }
 
 impl<B: AutodiffBackend + FrozenOps> std::fmt::Debug for Workload<B> {
@@ -132,6 +134,7 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
             model: model.into(),
             backbone,
             trainable: Trainable { prompt, head },
+            gradient_checkpointing: false,
         })
     }
 
@@ -142,10 +145,15 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
 
     /// The workload's loss for `t`.
     pub fn loss(&self, t: &Trainable<B>) -> Result<Tensor<B, 1>> {
+        self.loss_on(&self.backbone, t)
+    }
+
+    /// The workload's loss for `t` through `backbone` (the loaded one, or a checkpointing wrapper).
+    fn loss_on(&self, backbone: &dyn Backbone<B>, t: &Trainable<B>) -> Result<Tensor<B, 1>> {
         match &t.head {
             Some(head) => {
                 let labels: Vec<usize> = (0..self.rows.len()).map(|r| r % 2).collect();
-                let x = pooled(&self.backbone, Some(&t.prompt), &self.rows, Pooling::Pooler)?;
+                let x = pooled(backbone, Some(&t.prompt), &self.rows, Pooling::Pooler)?;
                 Ok(cross_entropy(head.forward(x), &labels))
             }
             None => {
@@ -155,7 +163,7 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
                     .map(|r| LmExample { source: r[..1].to_vec(), target: r[1..].to_vec() })
                     .collect();
                 let refs: Vec<&LmExample> = examples.iter().collect();
-                Ok(target_loss(&self.backbone, Some(&t.prompt), &refs)?)
+                Ok(target_loss(backbone, Some(&t.prompt), &refs)?)
             }
         }
     }
@@ -168,9 +176,21 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
 
     /// Forward, backward and one AdamW step (the optimizer is created by the caller).
     pub fn train_step<O: Optimizer<Trainable<B>, B>>(&mut self, optim: &mut O) -> Result<f64> {
-        let loss = self.loss(&self.trainable)?;
-        let value: f64 = loss.clone().into_scalar().elem();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.trainable);
+        let grads = if self.gradient_checkpointing {
+            let checkpointed = CheckpointedLayers::new(&self.backbone);
+            let loss = self.loss_on(&checkpointed, &self.trainable)?;
+            let value: f64 = loss.clone().into_scalar().elem();
+            let mut sum = GradientsAccumulator::<Trainable<B>>::new();
+            for g in checkpointed.backward(loss)? {
+                sum.accumulate(&self.trainable, GradientsParams::from_grads(g, &self.trainable));
+            }
+            (value, sum.grads())
+        } else {
+            let loss = self.loss(&self.trainable)?;
+            let value: f64 = loss.clone().into_scalar().elem();
+            (value, GradientsParams::from_grads(loss.backward(), &self.trainable))
+        };
+        let (value, grads) = grads;
         self.trainable = optim.step(1e-3, self.trainable.clone(), grads);
         Ok(value)
     }

@@ -31,6 +31,9 @@ struct Args {
     /// Timed iterations (the median is reported).
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// Run the backbone with gradient checkpointing (as `ptune train --gradient-checkpointing`).
+    #[arg(long)]
+    gradient_checkpointing: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -45,6 +48,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run<B: AutodiffBackend + FrozenOps>(a: &Args) -> Result<()> {
     let mut w = Workload::<B>::new(&a.model, &a.method)?;
+    w.gradient_checkpointing = a.gradient_checkpointing;
     let (batch, seq_len) = shape(&a.model)?;
     let params = w.trainable_parameters();
     let mut times = Vec::new();
@@ -75,6 +79,7 @@ fn run<B: AutodiffBackend + FrozenOps>(a: &Args) -> Result<()> {
             "phase": phase, "batch": batch, "seq_len": seq_len, "virtual_tokens": VIRTUAL_TOKENS,
             "iters": a.iters, "seconds_per_iter": s, "examples_per_s": batch as f64 / s,
             "peak_rss_mb": rss, "trainable_params": params,
+            "gradient_checkpointing": a.gradient_checkpointing,
         });
         if let Some((gflop, bound_s)) = bound {
             line["product_gflop"] = serde_json::json!(gflop);

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--peer] [--models M,..] [--methods M,..] [--backends flex,ndarray]
-//! [--iters N] [--warmup N] [--out FILE.md] [--from FILE.json]` (`--from`: rebuild the markdown from a
-//! saved JSON without measuring): times every workload of `ptune-benches` (one process per
+//! [--iters N] [--warmup N] [--gradient-checkpointing] [--out FILE.md] [--from FILE.json]`
+//! (`--from`: rebuild the markdown from a saved JSON without measuring; `--gradient-checkpointing`:
+//! ptune's workloads run with it, PEFT's as always without): times every workload of `ptune-benches` (one process per
 //! model × method × backend, so each peak RSS is the workload's own), optionally the same workloads
 //! in PEFT (`benches/peer/peft_bench.py`), and writes a JSON and a markdown summary with the ratios
 //! and, per workload, the product-bound limit measured by `ptune-bench` on flex (the seconds the
@@ -65,6 +66,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let iters = flag_value(args, "--iters").unwrap_or("3").to_string();
     let warmup = flag_value(args, "--warmup").unwrap_or("1").to_string();
     let out_md = PathBuf::from(flag_value(args, "--out").unwrap_or("docs/benchmarks.md"));
+    let checkpointing = given(args, "--gradient-checkpointing");
     if let Some(from) = flag_value(args, "--from") {
         // Rebuild the markdown from a saved JSON (no new measurements).
         let v: Value = serde_json::from_str(&std::fs::read_to_string(from)?)?;
@@ -75,7 +77,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         let markdown = summary(&ours, &peer, &backends);
         println!("{markdown}");
         let header =
-            header(!peer.is_empty(), &backends, warmup, iters, &out_md.with_extension("json"));
+            header(!peer.is_empty(), &backends, warmup, iters, &out_md.with_extension("json"))
+                .replace("`cargo xtask bench", &ck_flag(v["gradient_checkpointing"] == true));
         std::fs::write(&out_md, format!("{header}{markdown}"))?;
         return Ok(());
     }
@@ -99,6 +102,7 @@ pub fn bench(args: &[String]) -> Result<()> {
                 let output = Command::new(&exe)
                     .args(["--model", model, "--method", method, "--backend", backend])
                     .args(["--iters", &iters, "--warmup", &warmup])
+                    .args(checkpointing.then_some("--gradient-checkpointing"))
                     .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
                     .output()
                     .context("running ptune-bench")?;
@@ -133,13 +137,20 @@ pub fn bench(args: &[String]) -> Result<()> {
     let markdown = summary(&ours, &peer, &backends);
     println!("{markdown}");
     let json = serde_json::json!({"ptune": ours, "peft": peer, "peft_meta": peer_meta,
-        "iters": iters, "warmup": warmup});
+        "iters": iters, "warmup": warmup, "gradient_checkpointing": checkpointing});
     let out_json = out_md.with_extension("json");
     std::fs::write(&out_json, serde_json::to_string_pretty(&json)?)?;
-    let header = header(!peer.is_empty(), &backends, &warmup, &iters, &out_json);
+    let header = header(!peer.is_empty(), &backends, &warmup, &iters, &out_json)
+        .replace("`cargo xtask bench", &ck_flag(checkpointing));
     std::fs::write(&out_md, format!("{header}{markdown}"))?;
     eprintln!("wrote {} and {}", out_md.display(), out_json.display());
     Ok(())
+}
+
+/// The start of the command line in the header, with `--gradient-checkpointing` when it was given.
+fn ck_flag(on: bool) -> String {
+    if on { "`cargo xtask bench --gradient-checkpointing" } else { "`cargo xtask bench" }
+        .to_string()
 }
 
 fn header(peer: bool, backends: &[String], warmup: &str, iters: &str, json: &Path) -> String {

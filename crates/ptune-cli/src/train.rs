@@ -68,6 +68,11 @@ pub struct TrainArgs {
     /// Stop after N optimizer steps, right after a checkpoint (resume with `--resume`).
     #[arg(long)]
     pub stop_after_steps: Option<usize>,
+    /// Gradient checkpointing: keep only each layer's input in the forward and run the layer again
+    /// in the backward (less memory, about one more forward per step; works with prefixes).
+    #[arg(long)]
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
     /// Run folder (metrics.json, metrics.jsonl, curve.svg, adapter/, state/).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -125,6 +130,7 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
     macro_rules! pick {
         ($($f:ident),*) => { TrainArgs { config: cli.config.clone(), resume: cli.resume || file.resume,
             baselines: cli.baselines || file.baselines,
+            gradient_checkpointing: cli.gradient_checkpointing || file.gradient_checkpointing,
             method_options: cli.method_options.clone().or(file.method_options.clone()),
             $($f: cli.$f.clone().or(file.$f.clone())),* } };
     }
@@ -197,6 +203,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed.unwrap_or(42),
         checkpoint_every: a.checkpoint_every,
         stop_after_steps: a.stop_after_steps,
+        gradient_checkpointing: a.gradient_checkpointing,
         ..TrainConfig::default()
     })
 }

@@ -88,6 +88,7 @@ impl<'a, B: FrozenOps> Session<'a, B> {
             token_types: None,
             prefix: input.prefix.clone(),
             positions: input.positions,
+            layers: input.layers.clone(),
         };
         let hidden = llama.forward_cached(input, &mut cache)?;
         let s = hidden.dims()[1];

@@ -51,7 +51,7 @@ pub fn target_loss<B: FrozenOps>(
             "a batch of generation examples has no target token".into(),
         ));
     }
-    Ok(cross_entropy(llama.logits_at(text, &index), &targets))
+    Ok(llama.loss_at(text, &index, &targets))
 }
 
 /// Dev sources for generation metrics: each distinct source once, with all its references.

@@ -23,7 +23,7 @@ use burn::tensor::ElementConversion;
 use ptune_prompt::training_state::{
     has_training_state, load_training_state, save_training_state, TrainingProgress,
 };
-use ptune_transformer::Backbone;
+use ptune_transformer::{Backbone, CheckpointedLayers};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, TrainError};
@@ -61,6 +61,10 @@ pub struct TrainConfig {
     /// and tests.
     #[serde(default)]
     pub stop_after_steps: Option<usize>,
+    /// Gradient checkpointing: keep only each layer's input during the forward and run the layer
+    /// again in the backward (less memory, about one more forward per step; works with prefixes).
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -78,6 +82,7 @@ impl Default for TrainConfig {
             seed: 42,
             checkpoint_every: None,
             stop_after_steps: None,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -435,7 +440,12 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         let mut pending = 0usize;
         for b in p.batches_done..batches.len() {
             B::seed(&device, batch_seed(cfg.seed, epoch, b));
-            let loss = task.loss(backbone, &model, &batches[b])?;
+            let checkpointed =
+                cfg.gradient_checkpointing.then(|| CheckpointedLayers::new(backbone));
+            let loss = match &checkpointed {
+                Some(c) => task.loss(c, &model, &batches[b])?,
+                None => task.loss(backbone, &model, &batches[b])?,
+            };
             let value: f64 = loss.clone().into_scalar().elem();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -447,8 +457,17 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             }
             p.loss_sum += value;
             p.loss_n += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
+            match &checkpointed {
+                Some(c) => {
+                    for grads in c.backward(loss)? {
+                        accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+                    }
+                }
+                None => {
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    accumulator.accumulate(&model, grads);
+                }
+            }
             pending += 1;
             observer.on(TrainEvent::BatchDone);
             if pending < cfg.accumulation && b + 1 < batches.len() {

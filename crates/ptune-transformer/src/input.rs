@@ -1,5 +1,7 @@
 //! What a backbone runs on: input embeddings plus the hooks soft-prompt methods need.
 
+use std::ops::Range;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
@@ -21,6 +23,13 @@ pub struct BackboneInput<B: Backend> {
     pub prefix: Option<PrefixKv<B>>,
     /// Positions of real tokens when a prefix is present.
     pub positions: PositionPolicy,
+    /// The layers to run (default: all). When it starts after layer 0, `embeds` is the hidden
+    /// state entering layer `layers.start` and the embedding stage (BERT: positions, segments,
+    /// LayerNorm) is skipped; when it ends before the last layer, the output is the hidden state
+    /// after layer `layers.end - 1` (Llama: without the final norm). `0..0` runs the embedding
+    /// stage alone, `n..n` the final norm alone. Gradient checkpointing and the lower-layer cache
+    /// run the backbone in such pieces.
+    pub layers: Range<usize>,
 }
 
 impl<B: Backend> BackboneInput<B> {
@@ -35,6 +44,7 @@ impl<B: Backend> BackboneInput<B> {
             token_types: None,
             prefix: None,
             positions: PositionPolicy::Shift,
+            layers: 0..usize::MAX,
         }
     }
 
@@ -66,6 +76,24 @@ impl<B: Backend> BackboneInput<B> {
     pub fn with_positions(mut self, positions: PositionPolicy) -> Self {
         self.positions = positions;
         self
+    }
+
+    /// Runs only `layers` (see the field).
+    pub fn with_layers(mut self, layers: Range<usize>) -> Self {
+        self.layers = layers;
+        self
+    }
+
+    /// `self.layers` within a model of `n` layers: `(start, end)`, checked.
+    pub fn layer_range(&self, n: usize) -> Result<(usize, usize)> {
+        let end = self.layers.end.min(n);
+        if self.layers.start > end {
+            return Err(TransformerError::Input(format!(
+                "layer range {}..{} is empty or outside the model's {n} layers",
+                self.layers.start, self.layers.end
+            )));
+        }
+        Ok((self.layers.start, end))
     }
 
     /// Number of prefix slots.
@@ -200,17 +228,23 @@ pub trait Decoder<B: Backend>: Backbone<B> {
     /// # Shapes
     /// - hidden: `[b, s, d]`, positions: `n` → `[n, vocab]`
     fn logits_at(&self, hidden: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 2> {
-        let [b, s, d] = hidden.dims();
-        let n = positions.len();
-        let index = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [n]),
-            &hidden.device(),
-        );
-        let rows = hidden.reshape([b * s, d]).select(0, index);
+        let rows = rows_at(hidden, positions);
+        let [n, d] = rows.dims();
         let logits = self.logits(rows.reshape([1, n, d]));
         let vocab = logits.dims()[2];
         logits.reshape([n, vocab])
     }
+
+    /// Mean cross-entropy of the LM head's logits at chosen positions (as in
+    /// [`logits_at`](Self::logits_at)) against one target id each, the training loss of the LM
+    /// tasks. Implementations go through
+    /// [`frozen::linear_cross_entropy`](crate::frozen::linear_cross_entropy), which never holds
+    /// the `[n, vocab]` logits. Targets must be below the vocabulary size.
+    ///
+    /// # Shapes
+    /// - hidden: `[b, s, d]`, positions and targets: `n` each → `[1]`
+    fn loss_at(&self, hidden: Tensor<B, 3>, positions: &[usize], targets: &[usize])
+        -> Tensor<B, 1>;
 
     /// The checkpoint's end-of-sequence token, if its config names one.
     fn eos_token_id(&self) -> Option<u32>;
@@ -280,4 +314,18 @@ pub fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// The rows of `hidden` at flat indices `r * s + i` (row `r`, position `i`).
+///
+/// # Shapes
+/// - hidden: `[b, s, d]`, positions: `n` → `[n, d]`
+pub(crate) fn rows_at<B: Backend>(hidden: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 2> {
+    let [b, s, d] = hidden.dims();
+    let n = positions.len();
+    let index = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [n]),
+        &hidden.device(),
+    );
+    hidden.reshape([b * s, d]).select(0, index)
 }

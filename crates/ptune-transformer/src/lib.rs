@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod bert;
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod dense;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod tokenizer;
 
 pub use attention::{LayerPrefix, PrefixKv};
 pub use cache::KvCache;
+pub use checkpoint::CheckpointedLayers;
 pub use config::{BackboneDims, BertConfig, LlamaConfig, ModelConfig, PositionPolicy};
 pub use error::{Result, TransformerError};
 pub use frozen::FrozenOps;

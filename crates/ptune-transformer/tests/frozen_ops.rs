@@ -299,11 +299,53 @@ where
     assert!(dg < tol::<B>(), "cross-entropy gradient differs by {dg}");
 }
 
+/// The chunked LM-head loss (`frozen::linear_cross_entropy`) against `cross_entropy(linear(..))`:
+/// value and input gradient, over enough rows for three chunks (the last one short), with a bias
+/// and with a tied head's transposed weight view; and a weight that requires gradients gets one.
+fn check_linear_cross_entropy<B: AutodiffBackend + FrozenOps>()
+where
+    B::InnerBackend: FrozenOps,
+{
+    let device = Default::default();
+    B::seed(&device, 9);
+    let c = 4096;
+    let rows_per_chunk = frozen::LOSS_CHUNK_FLOATS / c;
+    let (n, d) = (2 * rows_per_chunk + 7, 8);
+    let x = random::<B::InnerBackend, 2>([n, d], &device);
+    let weight = random::<B::InnerBackend, 2>([d, c], &device);
+    let weight_t = random::<B::InnerBackend, 2>([c, d], &device).transpose();
+    let bias = random::<B::InnerBackend, 1>([c], &device);
+    let labels: Vec<usize> = (0..n).map(|r| (r * 131 + 17) % c).collect();
+    let w = Tensor::<B::InnerBackend, 1>::from_data([1.7f32], &device);
+    for (what, weight, bias) in
+        [("weight + bias", weight, Some(bias)), ("tied transposed weight", weight_t, None)]
+    {
+        let wt = || Tensor::<B, 2>::from_inner(weight.clone());
+        let bt = || bias.clone().map(Tensor::<B, 1>::from_inner);
+        let (fused, fused_g) = value_and_grads::<B, 2, 1>(std::slice::from_ref(&x), &w, |v| {
+            frozen::linear_cross_entropy(v[0].clone(), wt(), bt(), &labels)
+        });
+        let (reference, ref_g) = value_and_grads::<B, 2, 1>(std::slice::from_ref(&x), &w, |v| {
+            frozen::cross_entropy(burn::tensor::module::linear(v[0].clone(), wt(), bt()), &labels)
+        });
+        let dv = max_diff(fused, reference);
+        assert!(dv < tol::<B>(), "linear cross-entropy ({what}) differs by {dv}");
+        let dg = max_diff(fused_g[0].clone(), ref_g[0].clone());
+        assert!(dg < tol::<B>(), "linear cross-entropy ({what}) gradient differs by {dg}");
+    }
+    let tracked = Tensor::<B, 2>::from_inner(random([d, 5], &device)).require_grad();
+    let small: Vec<usize> = (0..n).map(|r| r % 5).collect();
+    let loss = frozen::linear_cross_entropy(Tensor::from_inner(x), tracked.clone(), None, &small);
+    let grads = loss.backward();
+    assert!(tracked.grad(&grads).is_some(), "a tracked LM head gets its gradient");
+}
+
 fn check_all<B: AutodiffBackend + FrozenOps>()
 where
     B::InnerBackend: FrozenOps,
 {
     check_linear::<B>();
+    check_linear_cross_entropy::<B>();
     check_linear_tracked_weight::<B>();
     check_cross_entropy::<B>();
     check_norm::<B>(NormKind::Layer);

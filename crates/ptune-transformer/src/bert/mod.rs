@@ -185,31 +185,35 @@ impl<B: FrozenOps> Bert<B> {
         let n_prefix = input.prefix_len();
         let offsets =
             position_offsets(input.positions, input.prefix.as_ref(), b, 0, s, dims.max_positions)?;
+        let (start, end) = input.layer_range(self.layers.len())?;
         let device = input.embeds.device();
-        // RoBERTa / XLM-R count from `pad_token_id + 1` (HF `create_position_ids_from_input_ids`).
-        let first = self.config.position_offset();
-        let positions: Vec<i64> =
-            offsets.iter().flat_map(|&o| (first + o..first + o + s).map(|p| p as i64)).collect();
-        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, s]), &device);
-        let types =
-            input.token_types.unwrap_or_else(|| Tensor::<B, 2, Int>::zeros([b, s], &device));
-        let e = &self.embeddings;
-        let x = input.embeds + e.position.forward(positions) + e.token_type.forward(types);
         let eps = self.config.layer_norm_eps;
-        let mut x = layer_norm(&e.norm, eps, x);
+        let mut x = if start == 0 {
+            // RoBERTa / XLM-R count from `pad_token_id + 1` (HF `create_position_ids_from_input_ids`).
+            let first = self.config.position_offset();
+            let positions: Vec<i64> = offsets
+                .iter()
+                .flat_map(|&o| (first + o..first + o + s).map(|p| p as i64))
+                .collect();
+            let positions =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, s]), &device);
+            let types =
+                input.token_types.unwrap_or_else(|| Tensor::<B, 2, Int>::zeros([b, s], &device));
+            let e = &self.embeddings;
+            let x = input.embeds + e.position.forward(positions) + e.token_type.forward(types);
+            layer_norm(&e.norm, eps, x)
+        } else {
+            input.embeds
+        };
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();
         let mask = attention_mask(b, s, n_prefix, 0, input.padding_mask, slot_mask, false, &device);
         let bias = attention_bias(mask, x.dtype());
         let mut key_values = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate().take(end).skip(start) {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
-            let (out, key, value) = layer.forward(
-                x,
-                prefix,
-                layer_bias(bias.as_ref(), prefix.is_some(), n_prefix),
-                eps,
-            );
+            let bias = layer_bias(bias.as_ref(), prefix.is_some(), n_prefix);
+            let (out, key, value) = layer.forward(x, prefix, bias, eps);
             x = out;
             if collect {
                 key_values.push((key, value));

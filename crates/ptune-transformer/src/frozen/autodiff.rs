@@ -40,6 +40,23 @@ impl<B: FrozenOps> Backward<B, 1> for CrossEntropyBackward {
 }
 
 #[derive(Debug)]
+struct LinearCrossEntropyBackward;
+
+impl<B: FrozenOps> Backward<B, 1> for LinearCrossEntropyBackward {
+    /// The gradient of the mean loss with respect to the input, computed in the forward.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dx = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            // grad is `[1]`: scale the saved gradient by it.
+            let grad = B::float_reshape(grad, [1, 1].into());
+            B::float_mul(dx, grad)
+        });
+    }
+}
+
+#[derive(Debug)]
 struct NormBackward;
 
 impl<B: FrozenOps> Backward<B, 1> for NormBackward {
@@ -168,6 +185,29 @@ impl<B: FrozenOps, C: CheckpointStrategy> FrozenOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::frozen_cross_entropy_train(logits.primitive, labels).0)
+            }
+        }
+    }
+
+    fn frozen_linear_cross_entropy(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        labels: &[usize],
+    ) -> FloatTensor<Self> {
+        if weight.is_tracked() || bias.as_ref().is_some_and(|b| b.is_tracked()) {
+            let logits = composed::linear::<Self>(x, weight, bias);
+            return Self::frozen_cross_entropy(logits, labels);
+        }
+        let (weight, bias) = (weight.primitive, bias.map(|b| b.primitive));
+        match LinearCrossEntropyBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (loss, dx) =
+                    B::frozen_linear_cross_entropy_train(x.primitive, weight, bias, labels);
+                prep.finish(dx, loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::frozen_linear_cross_entropy(x.primitive, weight, bias, labels))
             }
         }
     }

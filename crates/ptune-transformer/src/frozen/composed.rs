@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::{prim, tensor, NormKind, NormSaved};
+use super::{prim, tensor, FrozenOps, NormKind, NormSaved};
 
 /// `1/x` by an exact division. (Burn's `recip` is not exact on every backend: burn-ndarray's SIMD
 /// path uses the CPU's approximate reciprocal, ~1e-4 relative, and only for aligned buffers.)
@@ -62,6 +62,78 @@ pub fn cross_entropy_train<B: Backend>(
     let picked = x.clone().gather(1, label_column::<B>(labels, &x.device()));
     let loss = (lse.clone() - picked).mean();
     (prim(loss), prim(lse))
+}
+
+/// The loss of [`linear_cross_entropy_train`] alone.
+///
+/// # Shapes
+/// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` → `[1]`
+pub fn linear_cross_entropy<B: FrozenOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    labels: &[usize],
+) -> FloatTensor<B> {
+    prim(loss_chunks::<B>(tensor(x), weight, bias, labels, false).0)
+}
+
+/// `FrozenOps::frozen_linear_cross_entropy_train` from the backend's own frozen ops (product,
+/// cross-entropy and their backwards), chunk by chunk of rows.
+///
+/// # Shapes
+/// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` → (loss `[1]`, dx `[n, d]`)
+pub fn linear_cross_entropy_train<B: FrozenOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    labels: &[usize],
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = tensor::<B, 2>(x);
+    let (dims, device, dtype) = (x.dims(), x.device(), x.dtype());
+    let (loss, grads) = loss_chunks::<B>(x, weight, bias, labels, true);
+    let dx = if grads.is_empty() {
+        Tensor::<B, 2>::zeros(dims, &device).cast(dtype)
+    } else {
+        Tensor::cat(grads, 0)
+    };
+    (prim(loss), prim(dx))
+}
+
+/// The chunked loss (each chunk's mean weighted by its share of the rows) and, with `want_grad`,
+/// each chunk's input gradient in order.
+///
+/// # Shapes
+/// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` → (`[1]`, chunks of `[rows, d]`)
+fn loss_chunks<B: FrozenOps>(
+    x: Tensor<B, 2>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    labels: &[usize],
+    want_grad: bool,
+) -> (Tensor<B, 1>, Vec<Tensor<B, 2>>) {
+    let n = x.dims()[0];
+    let classes = tensor::<B, 2>(weight.clone()).dims()[1].max(1);
+    let rows = (super::LOSS_CHUNK_FLOATS / classes).clamp(1, n.max(1));
+    let device = x.device();
+    let mut loss = Tensor::<B, 1>::zeros([1], &device).cast(x.dtype());
+    let mut grads = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = rows.min(n - start);
+        let chunk = prim(x.clone().narrow(0, start, len));
+        let part = &labels[start..start + len];
+        let logits = B::frozen_linear(chunk, weight.clone(), bias.clone());
+        let (chunk_loss, lse) = B::frozen_cross_entropy_train(logits.clone(), part);
+        let share = len as f64 / n as f64;
+        loss = loss + tensor::<B, 1>(chunk_loss).mul_scalar(share);
+        if want_grad {
+            let g = Tensor::<B, 1>::from_data([share as f32], &device).cast(x.dtype());
+            let dlogits = B::frozen_cross_entropy_backward(prim(g), logits, lse, part);
+            grads.push(tensor::<B, 2>(B::frozen_linear_backward(dlogits, weight.clone())));
+        }
+        start += len;
+    }
+    (loss, grads)
 }
 
 /// `(softmax(logits) − onehot(labels))·grad/n`.

@@ -248,6 +248,40 @@ pub trait FrozenOps: Backend {
         composed::cross_entropy_backward::<Self>(grad, logits, lse, labels)
     }
 
+    /// Mean cross-entropy of `x·weight + bias` against `labels` and its gradient with respect to
+    /// `x`, without ever holding the whole
+    /// `[n, c]` logits: the rows go through in chunks of about [`LOSS_CHUNK_FLOATS`] logits each,
+    /// and each chunk's input gradient `(softmax − onehot)·weightᵀ / n` is
+    /// computed while its logits exist (the gradient of the mean loss itself; the autodiff node
+    /// scales it by the incoming gradient). The LM head of a large vocabulary is where a decoder's
+    /// training step holds its largest tensors; this keeps one chunk of them.
+    ///
+    /// # Shapes
+    /// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` indices below `c`
+    ///   → (loss `[1]`, `d loss / d x` `[n, d]`)
+    fn frozen_linear_cross_entropy_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        labels: &[usize],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::linear_cross_entropy_train::<Self>(x, weight, bias, labels)
+    }
+
+    /// The loss of [`frozen_linear_cross_entropy_train`](Self::frozen_linear_cross_entropy_train)
+    /// alone, as one graph op (on autodiff, a node that keeps only the input gradient).
+    ///
+    /// # Shapes
+    /// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` indices → `[1]`
+    fn frozen_linear_cross_entropy(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        labels: &[usize],
+    ) -> FloatTensor<Self> {
+        composed::linear_cross_entropy::<Self>(x, weight, bias, labels)
+    }
+
     /// Rotary embedding in the rotate-half layout: `x·cos + rotate_half(x)·sin`.
     ///
     /// # Shapes
@@ -292,6 +326,25 @@ pub fn linear<B: FrozenOps>(
     bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
     tensor(B::frozen_linear(prim(x), prim(weight), bias.map(prim)))
+}
+
+/// How many logits [`FrozenOps::frozen_linear_cross_entropy`] holds at a time (16 MiB of f32):
+/// a few hundred rows of a 50k vocabulary, enough for the products to run at full speed.
+pub const LOSS_CHUNK_FLOATS: usize = 1 << 22;
+
+/// Mean cross-entropy of `x·weight + bias` against class indices, as one op that never holds the
+/// `[n, c]` logits (see [`FrozenOps::frozen_linear_cross_entropy`]); the same value and gradient as
+/// [`cross_entropy`] of [`linear`]. Labels must be below `c`.
+///
+/// # Shapes
+/// - x: `[n, d]`, weight: `[d, c]`, bias: `[c]`, labels: `n` indices → `[1]`
+pub fn linear_cross_entropy<B: FrozenOps>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    labels: &[usize],
+) -> Tensor<B, 1> {
+    tensor(B::frozen_linear_cross_entropy(prim(x), prim(weight), bias.map(prim), labels))
 }
 
 /// Mean cross-entropy of `logits` against class indices (PyTorch's `F.cross_entropy`, mean

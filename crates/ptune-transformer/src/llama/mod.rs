@@ -21,7 +21,7 @@ use crate::config::{BackboneDims, LlamaConfig, ModelConfig};
 use crate::dense::{dense, project};
 use crate::error::{Result, TransformerError};
 use crate::frozen::{self, FrozenOps, NormKind};
-use crate::input::{Backbone, BackboneInput, Decoder};
+use crate::input::{rows_at, Backbone, BackboneInput, Decoder};
 
 /// HF `LlamaAttention` (biases where the config has them: Qwen2 `Qwen2Attention` has them on q/k/v).
 #[derive(Module, Debug)]
@@ -145,14 +145,47 @@ impl<B: FrozenOps> LlamaAttention<B> {
     }
 }
 
-impl<B: FrozenOps> Decoder<B> for Llama<B> {
-    fn forward_cached(
+impl<B: FrozenOps> LlamaLayer<B> {
+    /// HF `LlamaDecoderLayer.forward`: pre-norm attention and MLP, each added to the residual.
+    /// Appends this pass's keys and values to `cache`.
+    ///
+    /// # Shapes
+    /// - x: `[b, s, d]`, cos/sin: `[b, 1, s, head_dim]`, bias: `[b, 1, s, n_prefix + n_past + s]`
+    ///   → `[b, s, d]`
+    fn forward(
         &self,
-        input: BackboneInput<B>,
-        cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 3>> {
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        prefix: Option<&LayerPrefix<B>>,
+        cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        bias: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
+        let h = self.attention.forward(
+            rms_norm(&self.input_norm, x.clone()),
+            cos,
+            sin,
+            prefix,
+            cache,
+            bias,
+        );
+        let x_attn = x + h;
+        let m = &self.mlp;
+        let normed = rms_norm(&self.post_norm, x_attn.clone());
+        let gated = frozen::swiglu(dense(&m.gate_proj, normed.clone()), dense(&m.up_proj, normed));
+        x_attn + dense(&m.down_proj, gated)
+    }
+}
+
+impl<B: FrozenOps> Llama<B> {
+    /// The decoder pass over `input.layers`, reading and extending `cache`.
+    ///
+    /// # Shapes
+    /// - input.embeds: `[b, s, d]` → `[b, s, d]`
+    fn run(&self, input: BackboneInput<B>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let dims = self.dims();
         let [b, s] = input.validate(&dims)?;
+        let (start, end) = input.layer_range(self.layers.len())?;
         if cache.layers.len() != dims.num_layers {
             return Err(TransformerError::Input(format!(
                 "KV cache has {} layers, the model has {}",
@@ -181,27 +214,35 @@ impl<B: FrozenOps> Decoder<B> for Llama<B> {
             input.embeds.dtype(),
         );
         let mut x = input.embeds;
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate().take(end).skip(start) {
             let prefix = prefix_layers.get(i).and_then(Option::as_ref);
-            let h = layer.attention.forward(
-                rms_norm(&layer.input_norm, x.clone()),
-                &cos,
-                &sin,
-                prefix,
-                &mut cache.layers[i],
-                layer_bias(bias.as_ref(), prefix.is_some(), n_prefix),
-            );
-            let x_attn = x + h;
-            let m = &layer.mlp;
-            let normed = rms_norm(&layer.post_norm, x_attn.clone());
-            let gated =
-                frozen::swiglu(dense(&m.gate_proj, normed.clone()), dense(&m.up_proj, normed));
-            let ffn = dense(&m.down_proj, gated);
-            x = x_attn + ffn;
+            let bias = layer_bias(bias.as_ref(), prefix.is_some(), n_prefix);
+            if let Some(slot) = cache.layers.get_mut(i) {
+                x = layer.forward(x, &cos, &sin, prefix, slot, bias);
+            }
         }
         cache.padding = padding;
         cache.len += s;
+        if end < self.layers.len() {
+            return Ok(x);
+        }
         Ok(rms_norm(&self.norm, x))
+    }
+}
+
+impl<B: FrozenOps> Decoder<B> for Llama<B> {
+    fn forward_cached(
+        &self,
+        input: BackboneInput<B>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        if input.layer_range(self.layers.len())? != (0, self.layers.len()) {
+            return Err(TransformerError::Input(
+                "a cached forward runs every layer: a layer range is for `Backbone::forward`"
+                    .into(),
+            ));
+        }
+        self.run(input, cache)
     }
 
     /// The LM head, tied to the embeddings when the checkpoint has no `lm_head`.
@@ -209,6 +250,29 @@ impl<B: FrozenOps> Decoder<B> for Llama<B> {
         match &self.lm_head {
             Some(head) => dense(head, hidden),
             None => project(hidden, self.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    fn loss_at(
+        &self,
+        hidden: Tensor<B, 3>,
+        positions: &[usize],
+        targets: &[usize],
+    ) -> Tensor<B, 1> {
+        let rows = rows_at(hidden, positions);
+        match &self.lm_head {
+            Some(head) => frozen::linear_cross_entropy(
+                rows,
+                head.weight.val(),
+                head.bias.as_ref().map(|b| b.val()),
+                targets,
+            ),
+            None => frozen::linear_cross_entropy(
+                rows,
+                self.embed_tokens.weight.val().transpose(),
+                None,
+                targets,
+            ),
         }
     }
 
@@ -239,7 +303,7 @@ impl<B: FrozenOps> Backbone<B> for Llama<B> {
     }
 
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
-        self.forward_cached(input, &mut self.new_cache())
+        self.run(input, &mut self.new_cache())
     }
 
     fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
