@@ -73,6 +73,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// Do not remember the output of the layers below the first prefixed layer (P-Tuning v2 with
+    /// `--top-layers`): run every layer at every epoch.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_layer_cache: bool,
     /// Run folder (metrics.json, metrics.jsonl, curve.svg, adapter/, state/).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -131,6 +136,7 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         ($($f:ident),*) => { TrainArgs { config: cli.config.clone(), resume: cli.resume || file.resume,
             baselines: cli.baselines || file.baselines,
             gradient_checkpointing: cli.gradient_checkpointing || file.gradient_checkpointing,
+            no_layer_cache: cli.no_layer_cache || file.no_layer_cache,
             method_options: cli.method_options.clone().or(file.method_options.clone()),
             $($f: cli.$f.clone().or(file.$f.clone())),* } };
     }
@@ -204,6 +210,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         checkpoint_every: a.checkpoint_every,
         stop_after_steps: a.stop_after_steps,
         gradient_checkpointing: a.gradient_checkpointing,
+        lower_layer_cache: !a.no_layer_cache,
         ..TrainConfig::default()
     })
 }

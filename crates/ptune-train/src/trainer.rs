@@ -23,7 +23,7 @@ use burn::tensor::ElementConversion;
 use ptune_prompt::training_state::{
     has_training_state, load_training_state, save_training_state, TrainingProgress,
 };
-use ptune_transformer::{Backbone, CheckpointedLayers};
+use ptune_transformer::{Backbone, CachedLowerLayers, CheckpointedLayers};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, TrainError};
@@ -65,6 +65,15 @@ pub struct TrainConfig {
     /// again in the backward (less memory, about one more forward per step; works with prefixes).
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// Remember, per training and dev row, the output of the layers below the first prefixed
+    /// layer (P-Tuning v2 with `top_layers`) and run only the layers above it after the first
+    /// epoch. Exact; it has no effect when the first layer has a prefix or there is none.
+    #[serde(default = "yes")]
+    pub lower_layer_cache: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -83,6 +92,7 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             stop_after_steps: None,
             gradient_checkpointing: false,
+            lower_layer_cache: true,
         }
     }
 }
@@ -425,6 +435,19 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         std::fs::remove_file(&metrics_path).map_err(|e| io_err(&metrics_path, e))?;
     }
 
+    // Training runs the backbone through the wrappers the config asks for: gradient checkpointing
+    // (whose backward replaces `loss.backward()`) and the lower-layer cache (evaluation gets its
+    // own cache, of the dev rows, over the plain backbone).
+    let checkpointed = cfg.gradient_checkpointing.then(|| CheckpointedLayers::new(backbone));
+    let train_base: &dyn Backbone<B> = match &checkpointed {
+        Some(c) => c,
+        None => backbone,
+    };
+    let (train_cache, eval_cache) =
+        (CachedLowerLayers::new(train_base), CachedLowerLayers::new(backbone));
+    let (train_backbone, eval_backbone): (&dyn Backbone<B>, &dyn Backbone<B>) =
+        if cfg.lower_layer_cache { (&train_cache, &eval_cache) } else { (train_base, backbone) };
+
     let mut interrupted = false;
     'epochs: while p.epoch < cfg.epochs {
         let epoch = p.epoch;
@@ -440,12 +463,7 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         let mut pending = 0usize;
         for b in p.batches_done..batches.len() {
             B::seed(&device, batch_seed(cfg.seed, epoch, b));
-            let checkpointed =
-                cfg.gradient_checkpointing.then(|| CheckpointedLayers::new(backbone));
-            let loss = match &checkpointed {
-                Some(c) => task.loss(c, &model, &batches[b])?,
-                None => task.loss(backbone, &model, &batches[b])?,
-            };
+            let loss = task.loss(train_backbone, &model, &batches[b])?;
             let value: f64 = loss.clone().into_scalar().elem();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -498,7 +516,7 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         }
         observer.on(TrainEvent::EpochTrained);
         // Evaluate with the parameters detached: no graph is kept for them.
-        let dev = task.evaluate(backbone, &model.clone().no_grad(), cfg.batch_size)?;
+        let dev = task.evaluate(eval_backbone, &model.clone().no_grad(), cfg.batch_size)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             step: p.step,

@@ -30,7 +30,9 @@ use crate::input::{Backbone, BackboneInput, Decoder, Encoder};
 struct Segment<B: AutodiffBackend> {
     /// The input as given (the prompt's tracked tensors).
     input: BackboneInput<B>,
-    /// The input of each layer, without a graph.
+    /// The first layer run.
+    start: usize,
+    /// The input of each layer run, without a graph.
     hidden: Vec<Tensor<B::InnerBackend, 3>>,
     /// The leaf the task's loss was computed from (the backbone's output).
     top: Tensor<B, 3>,
@@ -63,8 +65,9 @@ impl<'a, B: AutodiffBackend> CheckpointedLayers<'a, B> {
             let Some(mut grad) = seg.top.grad(&first) else { continue };
             let prefix_layers =
                 seg.input.prefix.as_ref().map(|p| p.layers.clone()).unwrap_or_default();
-            for l in (0..seg.hidden.len()).rev() {
-                let x = Tensor::<B, 3>::from_inner(seg.hidden[l].clone()).require_grad();
+            for (i, h) in seg.hidden.iter().enumerate().rev() {
+                let l = seg.start + i;
+                let x = Tensor::<B, 3>::from_inner(h.clone()).require_grad();
                 let mut leaves = None;
                 let prefix = seg.input.prefix.as_ref().map(|p| {
                     let mut p = detached(p);
@@ -136,21 +139,22 @@ impl<B: AutodiffBackend> Backbone<B> for CheckpointedLayers<'_, B> {
         self.backbone.embedding_matrix()
     }
 
-    /// The checkpointed forward (a partial layer range runs as usual, not checkpointed).
+    /// The checkpointed forward over `input.layers`.
     ///
     /// # Shapes
     /// - input.embeds: `[b, s, d]` → `[b, s, d]`
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
         let n = self.backbone.dims().num_layers;
-        if input.layer_range(n)? != (0, n) {
+        let (start, end) = input.layer_range(n)?;
+        if start == end {
             return self.backbone.forward(input);
         }
-        // Piece `l` is layer `l` alone; the first includes the embedding stage (its input is the
-        // input embeddings) and the last the final norm (Llama).
+        // Piece `l` is layer `l` alone; layer 0's includes the embedding stage (its input is the
+        // input embeddings) and the last layer's the final norm (Llama).
         let prefix = input.prefix.as_ref().map(detached);
-        let mut hidden = Vec::with_capacity(n);
+        let mut hidden = Vec::with_capacity(end - start);
         let mut x = input.embeds.clone().inner();
-        for l in 0..n {
+        for l in start..end {
             hidden.push(x.clone());
             let step = BackboneInput {
                 embeds: Tensor::from_inner(x),
@@ -161,7 +165,7 @@ impl<B: AutodiffBackend> Backbone<B> for CheckpointedLayers<'_, B> {
             x = self.backbone.forward(step)?.inner();
         }
         let top = Tensor::<B, 3>::from_inner(x).require_grad();
-        self.segments.borrow_mut().push(Segment { input, hidden, top: top.clone() });
+        self.segments.borrow_mut().push(Segment { input, start, hidden, top: top.clone() });
         Ok(top)
     }
 

@@ -17,6 +17,7 @@ pub mod frozen;
 pub mod input;
 pub mod llama;
 pub mod loader;
+pub mod lower_cache;
 pub mod model;
 pub mod tokenizer;
 
@@ -27,5 +28,6 @@ pub use config::{BackboneDims, BertConfig, LlamaConfig, ModelConfig, PositionPol
 pub use error::{Result, TransformerError};
 pub use frozen::FrozenOps;
 pub use input::{check_ids, ids_tensor, Backbone, BackboneInput, Decoder, Encoder};
+pub use lower_cache::CachedLowerLayers;
 pub use model::{load_model, AnyBackbone, LoadedModel};
 pub use tokenizer::TextTokenizer;
