@@ -1,4 +1,4 @@
-//! The ops of [`FrozenOps`](super::FrozenOps) composed from Burn primitives: the defaults every
+//! The ops of [`FrozenOps`] composed from Burn primitives: the defaults every
 //! backend gets, the reference the fused kernels are tested against, and the path the autodiff
 //! impl falls back to when a weight requires gradients.
 
