@@ -65,6 +65,35 @@ impl<'a, B: Backend> CachedLowerLayers<'a, B> {
         (*self.hits.borrow(), *self.misses.borrow())
     }
 
+    /// Keeps row `i` of `hidden` (its first `lengths[i]` positions) under `keys[i]` while the cache
+    /// has room; returns the rows.
+    ///
+    /// # Shapes
+    /// - hidden: `[m, s, d]` → `m` tensors `[len, d]`
+    fn remember(
+        &self,
+        hidden: &Tensor<B, 3>,
+        keys: &[u128],
+        lengths: &[usize],
+    ) -> Vec<Tensor<B, 2>> {
+        let [_, s, d] = hidden.dims();
+        let mut rows = self.rows.borrow_mut();
+        let mut floats = self.floats.borrow_mut();
+        keys.iter()
+            .zip(lengths)
+            .enumerate()
+            .map(|(i, (key, &len))| {
+                let row =
+                    hidden.clone().narrow(0, i, 1).reshape([s, d]).narrow(0, 0, len.clamp(1, s));
+                if *floats + len * d <= self.max_floats {
+                    *floats += len * d;
+                    rows.insert(*key, row.clone());
+                }
+                row
+            })
+            .collect()
+    }
+
     /// The first layer with a prefix, if the layers below it can be cached for this input.
     fn split(&self, input: &BackboneInput<B>, n: usize) -> Option<usize> {
         let prefix = input.prefix.as_ref()?;
@@ -186,6 +215,15 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
             (0..b).filter(|&r| !rows.contains_key(&keys[r])).collect()
         };
         let device = input.embeds.device();
+        if missing.len() == b {
+            // Nothing cached yet (a first epoch): run the lower layers on the batch as it is and
+            // hand their output straight to the upper ones, keeping each row's real part.
+            let hidden = self.backbone.forward(input.clone().with_layers(0..split))?.detach();
+            self.remember(&hidden, &keys, &lengths);
+            *self.misses.borrow_mut() += b;
+            let upper = BackboneInput { embeds: hidden, layers: split..n, ..input };
+            return self.backbone.forward(upper);
+        }
         let mut fresh: HashMap<usize, Tensor<B, 2>> = HashMap::new();
         if !missing.is_empty() {
             let idx: Vec<i64> = missing.iter().map(|&r| r as i64).collect();
@@ -208,15 +246,9 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
                 layers: 0..split,
             };
             let hidden = self.backbone.forward(lower)?.detach();
-            let mut rows = self.rows.borrow_mut();
-            let mut floats = self.floats.borrow_mut();
-            for (i, &r) in missing.iter().enumerate() {
-                let row =
-                    hidden.clone().narrow(0, i, 1).reshape([s, d]).narrow(0, 0, lengths[r].max(1));
-                if *floats + lengths[r] * d <= self.max_floats {
-                    *floats += lengths[r] * d;
-                    rows.insert(keys[r], row.clone());
-                }
+            let keys: Vec<u128> = missing.iter().map(|&r| keys[r]).collect();
+            let lengths: Vec<usize> = missing.iter().map(|&r| lengths[r]).collect();
+            for (&r, row) in missing.iter().zip(self.remember(&hidden, &keys, &lengths)) {
                 fresh.insert(r, row);
             }
         }
