@@ -76,7 +76,8 @@ pub fn safetensors_bytes(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result
 /// A tensor on the host: its shape and its values in row-major order.
 pub type HostTensor = (Vec<usize>, Vec<f32>);
 
-/// Reads every tensor of a safetensors file as f32.
+/// Reads every tensor of a safetensors file as f32; a NaN or infinite value is an error naming
+/// the tensor and the index.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let bytes = std::fs::read(path).map_err(|e| adapter_err(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| adapter_err(path, e))?;
@@ -88,11 +89,17 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
                 format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
             ));
         }
-        let data = view
+        let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(adapter_err(
+                path,
+                format!("tensor `{name}` has a non-finite value ({}) at flat index {i}", data[i]),
+            ));
+        }
         out.insert(name, (view.shape().to_vec(), data));
     }
     Ok(out)

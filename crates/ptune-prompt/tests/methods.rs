@@ -400,6 +400,26 @@ fn bad_adapters_are_clear_errors() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("adapter_config.json"), "{err}");
+    // A NaN in the adapter's weights is refused, naming the tensor.
+    let dir = std::env::temp_dir().join(format!("ptune-nan-adapter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = peft_fixture("llama-p-tuning-v2");
+    std::fs::copy(fixture.join("adapter_config.json"), dir.join("adapter_config.json")).unwrap();
+    let weights = fixture.join("adapter_model.safetensors");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
+        ptune_prompt::adapter::read_safetensors(&weights)
+            .unwrap()
+            .into_iter()
+            .map(|(name, (shape, data))| (name, shape, data))
+            .collect();
+    tensors[0].2[1] = f32::NAN;
+    let bytes = ptune_prompt::adapter::safetensors_bytes(tensors).unwrap();
+    std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
+    let err =
+        ptune_prompt::adapter::load_adapter::<NdArray>(&dir, &llama.dims(), &Default::default())
+            .unwrap_err();
+    assert!(err.to_string().contains("non-finite value (NaN) at flat index 1"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
     let err = PromptTuningConfig::new(0).init(&bert, None).unwrap_err();
     assert!(err.to_string().contains("positive"), "{err}");
     let err = PTuningV2Config::new(2)
