@@ -17,13 +17,14 @@
 
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use ptune_data::tasks::LmExample;
 use ptune_prompt::{ClassifierHeadConfig, EncoderKind, MethodKind, MethodOptions, SoftPrompt};
 use ptune_train::classify::{cross_entropy, pooled};
 use ptune_train::lm::target_loss;
+use ptune_train::trainer::gradients;
 use ptune_train::Pooling;
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{load_model, AnyBackbone, Backbone, CheckpointedLayers};
@@ -176,21 +177,15 @@ impl<B: AutodiffBackend + FrozenOps> Workload<B> {
 
     /// Forward, backward and one AdamW step (the optimizer is created by the caller).
     pub fn train_step<O: Optimizer<Trainable<B>, B>>(&mut self, optim: &mut O) -> Result<f64> {
-        let grads = if self.gradient_checkpointing {
-            let checkpointed = CheckpointedLayers::new(&self.backbone);
-            let loss = self.loss_on(&checkpointed, &self.trainable)?;
-            let value: f64 = loss.clone().into_scalar().elem();
-            let mut sum = GradientsAccumulator::<Trainable<B>>::new();
-            for g in checkpointed.backward(loss)? {
-                sum.accumulate(&self.trainable, GradientsParams::from_grads(g, &self.trainable));
-            }
-            (value, sum.grads())
-        } else {
-            let loss = self.loss(&self.trainable)?;
-            let value: f64 = loss.clone().into_scalar().elem();
-            (value, GradientsParams::from_grads(loss.backward(), &self.trainable))
+        let checkpointed =
+            self.gradient_checkpointing.then(|| CheckpointedLayers::new(&self.backbone));
+        let backbone: &dyn Backbone<B> = match &checkpointed {
+            Some(c) => c,
+            None => &self.backbone,
         };
-        let (value, grads) = grads;
+        let loss = self.loss_on(backbone, &self.trainable)?;
+        let value: f64 = loss.clone().into_scalar().elem();
+        let grads = gradients(loss, checkpointed.as_ref(), &self.trainable)?;
         self.trainable = optim.step(1e-3, self.trainable.clone(), grads);
         Ok(value)
     }

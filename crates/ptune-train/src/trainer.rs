@@ -19,7 +19,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
+use burn::tensor::{ElementConversion, Tensor};
 use ptune_prompt::training_state::{
     has_training_state, load_training_state, save_training_state, TrainingProgress,
 };
@@ -74,6 +74,23 @@ pub struct TrainConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// The gradients of `loss` for `model`: `loss.backward()`, or, when the loss was computed through
+/// `checkpointed`, the sum of the backward passes of [`CheckpointedLayers::backward`].
+pub fn gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    loss: Tensor<B, 1>,
+    checkpointed: Option<&CheckpointedLayers<'_, B>>,
+    model: &M,
+) -> Result<GradientsParams> {
+    let Some(c) = checkpointed else {
+        return Ok(GradientsParams::from_grads(loss.backward(), model));
+    };
+    let mut sum = GradientsAccumulator::<M>::new();
+    for grads in c.backward(loss)? {
+        sum.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+    Ok(sum.grads())
 }
 
 impl Default for TrainConfig {
@@ -475,17 +492,7 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             }
             p.loss_sum += value;
             p.loss_n += 1;
-            match &checkpointed {
-                Some(c) => {
-                    for grads in c.backward(loss)? {
-                        accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-                    }
-                }
-                None => {
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    accumulator.accumulate(&model, grads);
-                }
-            }
+            accumulator.accumulate(&model, gradients(loss, checkpointed.as_ref(), &model)?);
             pending += 1;
             observer.on(TrainEvent::BatchDone);
             if pending < cfg.accumulation && b + 1 < batches.len() {

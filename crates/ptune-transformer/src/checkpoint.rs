@@ -19,17 +19,18 @@
 use std::cell::RefCell;
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 use crate::attention::PrefixKv;
-use crate::config::BackboneDims;
 use crate::error::{Result, TransformerError};
-use crate::input::{Backbone, BackboneInput, Decoder, Encoder};
+use crate::input::{delegate_backbone, Backbone, BackboneInput};
 
 /// One checkpointed forward: what its backward needs.
 struct Segment<B: AutodiffBackend> {
     /// The input as given (the prompt's tracked tensors).
     input: BackboneInput<B>,
+    /// Its prefix detached from the graph, as the layers ran on it.
+    prefix: Option<PrefixKv<B>>,
     /// The first layer run.
     start: usize,
     /// The input of each layer run, without a graph.
@@ -52,9 +53,9 @@ impl<'a, B: AutodiffBackend> CheckpointedLayers<'a, B> {
         Self { backbone, segments: RefCell::new(Vec::new()) }
     }
 
-    /// The gradients of `loss` (computed through this wrapper's forwards since the last call):
-    /// one set per backward pass run, to be summed (e.g. by Burn's `GradientsAccumulator`). The
-    /// first holds everything outside the backbone (a task head); the others the prompt's.
+    /// The gradients of `loss` (computed through this wrapper's forwards since the last call), as
+    /// two sets to be summed (e.g. by Burn's `GradientsAccumulator`): the loss's own backward
+    /// (everything outside the backbone, such as a task head) and the final one (the prompt's).
     pub fn backward(&self, loss: Tensor<B, 1>) -> Result<Vec<B::Gradients>> {
         let device = loss.device();
         let first = loss.backward();
@@ -69,8 +70,7 @@ impl<'a, B: AutodiffBackend> CheckpointedLayers<'a, B> {
                 let l = seg.start + i;
                 let x = Tensor::<B, 3>::from_inner(h.clone()).require_grad();
                 let mut leaves = None;
-                let prefix = seg.input.prefix.as_ref().map(|p| {
-                    let mut p = detached(p);
+                let prefix = seg.prefix.clone().map(|mut p| {
                     if let Some(Some(lp)) = p.layers.get_mut(l) {
                         lp.key = lp.key.clone().require_grad();
                         lp.value = lp.value.clone().require_grad();
@@ -117,27 +117,7 @@ fn detached<B: AutodiffBackend>(p: &PrefixKv<B>) -> PrefixKv<B> {
 }
 
 impl<B: AutodiffBackend> Backbone<B> for CheckpointedLayers<'_, B> {
-    fn family(&self) -> &'static str {
-        self.backbone.family()
-    }
-    fn num_params(&self) -> usize {
-        self.backbone.num_params()
-    }
-    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
-        self.backbone.as_encoder()
-    }
-    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
-        self.backbone.as_decoder()
-    }
-    fn dims(&self) -> BackboneDims {
-        self.backbone.dims()
-    }
-    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.backbone.embed(ids)
-    }
-    fn embedding_matrix(&self) -> Tensor<B, 2> {
-        self.backbone.embedding_matrix()
-    }
+    delegate_backbone!(.backbone);
 
     /// The checkpointed forward over `input.layers`.
     ///
@@ -165,11 +145,8 @@ impl<B: AutodiffBackend> Backbone<B> for CheckpointedLayers<'_, B> {
             x = self.backbone.forward(step)?.inner();
         }
         let top = Tensor::<B, 3>::from_inner(x).require_grad();
-        self.segments.borrow_mut().push(Segment { input, start, hidden, top: top.clone() });
+        let segment = Segment { input, prefix, start, hidden, top: top.clone() };
+        self.segments.borrow_mut().push(segment);
         Ok(top)
-    }
-
-    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
-        self.backbone.key_values(input)
     }
 }

@@ -329,3 +329,39 @@ pub(crate) fn rows_at<B: Backend>(hidden: Tensor<B, 3>, positions: &[usize]) -> 
     );
     hidden.reshape([b * s, d]).select(0, index)
 }
+
+/// The [`Backbone`] methods of a type that wraps another backbone and changes only `forward`:
+/// every other method calls the inner backbone, reached as `self` followed by the given tokens
+/// (`.backbone`, `.as_dyn()`). The wrapper writes its own `forward`.
+macro_rules! delegate_backbone {
+    ($($inner:tt)+) => {
+        fn family(&self) -> &'static str {
+            self$($inner)+.family()
+        }
+        fn num_params(&self) -> usize {
+            self$($inner)+.num_params()
+        }
+        fn as_encoder(&self) -> Option<&dyn $crate::input::Encoder<B>> {
+            self$($inner)+.as_encoder()
+        }
+        fn as_decoder(&self) -> Option<&dyn $crate::input::Decoder<B>> {
+            self$($inner)+.as_decoder()
+        }
+        fn dims(&self) -> $crate::config::BackboneDims {
+            self$($inner)+.dims()
+        }
+        fn embed(&self, ids: Tensor<B, 2, burn::tensor::Int>) -> Tensor<B, 3> {
+            self$($inner)+.embed(ids)
+        }
+        fn embedding_matrix(&self) -> Tensor<B, 2> {
+            self$($inner)+.embedding_matrix()
+        }
+        fn key_values(
+            &self,
+            input: $crate::input::BackboneInput<B>,
+        ) -> $crate::error::Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+            self$($inner)+.key_values(input)
+        }
+    };
+}
+pub(crate) use delegate_backbone;

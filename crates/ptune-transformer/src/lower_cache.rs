@@ -17,7 +17,7 @@
 //! Batches must be padded at the end of each row (ptune's batches are); a batch that is not, or
 //! one with prefixes below the split, runs uncached.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
 
@@ -25,9 +25,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::attention::{position_offsets, PrefixKv};
-use crate::config::BackboneDims;
 use crate::error::Result;
-use crate::input::{Backbone, BackboneInput, Decoder, Encoder};
+use crate::input::{delegate_backbone, Backbone, BackboneInput};
 
 /// Most floats the cache holds by default (1 GiB of f32); rows beyond it are computed, not kept.
 pub const DEFAULT_CACHE_FLOATS: usize = 1 << 28;
@@ -36,10 +35,10 @@ pub const DEFAULT_CACHE_FLOATS: usize = 1 << 28;
 pub struct CachedLowerLayers<'a, B: Backend> {
     backbone: &'a dyn Backbone<B>,
     rows: RefCell<HashMap<u128, Tensor<B, 2>>>,
-    floats: RefCell<usize>,
+    floats: Cell<usize>,
     max_floats: usize,
-    hits: RefCell<usize>,
-    misses: RefCell<usize>,
+    hits: Cell<usize>,
+    misses: Cell<usize>,
 }
 
 impl<'a, B: Backend> CachedLowerLayers<'a, B> {
@@ -53,16 +52,16 @@ impl<'a, B: Backend> CachedLowerLayers<'a, B> {
         Self {
             backbone,
             rows: RefCell::new(HashMap::new()),
-            floats: RefCell::new(0),
+            floats: Cell::new(0),
             max_floats,
-            hits: RefCell::new(0),
-            misses: RefCell::new(0),
+            hits: Cell::new(0),
+            misses: Cell::new(0),
         }
     }
 
     /// Rows served from the cache and rows computed, so far.
     pub fn stats(&self) -> (usize, usize) {
-        (*self.hits.borrow(), *self.misses.borrow())
+        (self.hits.get(), self.misses.get())
     }
 
     /// Keeps row `i` of `hidden` (its first `lengths[i]` positions) under `keys[i]` while the cache
@@ -78,15 +77,15 @@ impl<'a, B: Backend> CachedLowerLayers<'a, B> {
     ) -> Vec<Tensor<B, 2>> {
         let [_, s, d] = hidden.dims();
         let mut rows = self.rows.borrow_mut();
-        let mut floats = self.floats.borrow_mut();
         keys.iter()
             .zip(lengths)
             .enumerate()
             .map(|(i, (key, &len))| {
                 let row =
                     hidden.clone().narrow(0, i, 1).reshape([s, d]).narrow(0, 0, len.clamp(1, s));
-                if *floats + len * d <= self.max_floats {
-                    *floats += len * d;
+                let floats = self.floats.get() + len * d;
+                if floats <= self.max_floats {
+                    self.floats.set(floats);
                     rows.insert(*key, row.clone());
                 }
                 row
@@ -134,27 +133,7 @@ fn select_prefix<B: Backend>(
 }
 
 impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
-    fn family(&self) -> &'static str {
-        self.backbone.family()
-    }
-    fn num_params(&self) -> usize {
-        self.backbone.num_params()
-    }
-    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
-        self.backbone.as_encoder()
-    }
-    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
-        self.backbone.as_decoder()
-    }
-    fn dims(&self) -> BackboneDims {
-        self.backbone.dims()
-    }
-    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.backbone.embed(ids)
-    }
-    fn embedding_matrix(&self) -> Tensor<B, 2> {
-        self.backbone.embedding_matrix()
-    }
+    delegate_backbone!(.backbone);
 
     /// The lower layers from the cache (computing the rows it lacks), then the layers above.
     ///
@@ -220,7 +199,7 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
             // hand their output straight to the upper ones, keeping each row's real part.
             let hidden = self.backbone.forward(input.clone().with_layers(0..split))?.detach();
             self.remember(&hidden, &keys, &lengths);
-            *self.misses.borrow_mut() += b;
+            self.misses.set(self.misses.get() + b);
             let upper = BackboneInput { embeds: hidden, layers: split..n, ..input };
             return self.backbone.forward(upper);
         }
@@ -252,8 +231,8 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
                 fresh.insert(r, row);
             }
         }
-        *self.misses.borrow_mut() += missing.len();
-        *self.hits.borrow_mut() += b - missing.len();
+        self.misses.set(self.misses.get() + missing.len());
+        self.hits.set(self.hits.get() + b - missing.len());
 
         let rows = self.rows.borrow();
         let mut stacked = Vec::with_capacity(b);
@@ -282,9 +261,5 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
         drop(rows);
         let upper = BackboneInput { embeds: Tensor::cat(stacked, 0), layers: split..n, ..input };
         self.backbone.forward(upper)
-    }
-
-    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
-        self.backbone.key_values(input)
     }
 }

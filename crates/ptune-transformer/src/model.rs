@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 use crate::bert::{load_bert, Bert};
-use crate::config::{BackboneDims, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{Result, TransformerError};
 use crate::frozen::FrozenOps;
-use crate::input::{Backbone, BackboneInput, Decoder, Encoder};
+use crate::input::{delegate_backbone, Backbone, BackboneInput};
 use crate::llama::{load_llama, Llama};
 use crate::loader::gguf::{GgufFile, GgufLlamaSource};
 use crate::loader::safetensors::SafetensorsSource;
@@ -129,31 +129,9 @@ impl<B: FrozenOps> AnyBackbone<B> {
 /// Every method forwards to [`AnyBackbone::as_dyn`], so `&AnyBackbone` works wherever a
 /// `&dyn Backbone` is asked for.
 impl<B: FrozenOps> Backbone<B> for AnyBackbone<B> {
-    fn family(&self) -> &'static str {
-        self.as_dyn().family()
-    }
-    fn num_params(&self) -> usize {
-        self.as_dyn().num_params()
-    }
-    fn as_encoder(&self) -> Option<&dyn Encoder<B>> {
-        self.as_dyn().as_encoder()
-    }
-    fn as_decoder(&self) -> Option<&dyn Decoder<B>> {
-        self.as_dyn().as_decoder()
-    }
-    fn dims(&self) -> BackboneDims {
-        self.as_dyn().dims()
-    }
-    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.as_dyn().embed(ids)
-    }
-    fn embedding_matrix(&self) -> Tensor<B, 2> {
-        self.as_dyn().embedding_matrix()
-    }
+    delegate_backbone!(.as_dyn());
+
     fn forward(&self, input: BackboneInput<B>) -> Result<Tensor<B, 3>> {
         self.as_dyn().forward(input)
-    }
-    fn key_values(&self, input: BackboneInput<B>) -> Result<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
-        self.as_dyn().key_values(input)
     }
 }
