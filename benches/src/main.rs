@@ -17,11 +17,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 struct Args {
     /// `minilm` or `smollm2`.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "list_methods", default_value = "")]
     model: String,
     /// A method of `ptune_benches::METHODS`.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "list_methods", default_value = "")]
     method: String,
+    /// Print the methods benchmarked (comma-separated) and exit.
+    #[arg(long)]
+    list_methods: bool,
     /// `flex` or `ndarray`.
     #[arg(long, default_value = "flex")]
     backend: String,
@@ -131,6 +134,10 @@ fn product_bounds<B: AutodiffBackend + FrozenOps, O: Optimizer<Trainable<B>, B>>
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.list_methods {
+        println!("{}", ptune_benches::METHODS.join(","));
+        return Ok(());
+    }
     if a.iters == 0 {
         bail!("--iters must be positive");
     }

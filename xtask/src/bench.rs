@@ -16,8 +16,6 @@ use serde_json::Value;
 
 use crate::{cargo, flag_value, given};
 
-const METHODS: &str = "prompt-tuning,p-tuning-mlp,p-tuning-lstm,prefix-tuning,p-tuning-v2";
-
 fn list(args: &[String], flag: &str, default: &str) -> Vec<String> {
     flag_value(args, flag).unwrap_or(default).split(',').map(str::to_string).collect()
 }
@@ -61,7 +59,6 @@ fn key(v: &Value) -> (String, String, String) {
 pub fn bench(args: &[String]) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let models = list(args, "--models", "minilm,smollm2");
-    let methods = list(args, "--methods", METHODS);
     let backends = list(args, "--backends", "flex,ndarray");
     let iters = flag_value(args, "--iters").unwrap_or("3").to_string();
     let warmup = flag_value(args, "--warmup").unwrap_or("1").to_string();
@@ -94,6 +91,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         "ptune-bench",
     ]))?;
     let exe = root.join("target/debug/ptune-bench");
+    // The workloads are defined once, in `ptune-benches`: ask it for the methods by default.
+    let all_methods = Command::new(&exe).arg("--list-methods").output().context("ptune-bench")?;
+    let all_methods = String::from_utf8_lossy(&all_methods.stdout).trim().to_string();
+    let methods = list(args, "--methods", &all_methods);
     let mut ours: Vec<Value> = Vec::new();
     for backend in &backends {
         for model in &models {

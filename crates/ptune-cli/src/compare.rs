@@ -71,7 +71,7 @@ impl OnBackend for Job<'_> {
 
 fn job<B: AutodiffBackend + FrozenOps>(args: &CompareArgs) -> Result<JobResult> {
     let device = B::Device::default();
-    let path = crate::train::resolve_model(&args.model)?;
+    let path = ptune_train::run::resolve_model(&args.model)?;
     let loaded = load_model::<B>(&path, &device)?;
     let tok = loaded.tokenizer.clone().context("model has no tokenizer")?;
     let backbone = loaded.backbone;

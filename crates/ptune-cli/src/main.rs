@@ -15,7 +15,7 @@
 //! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
 //!
 //! Modules depend one way: `main` → `commands` (the subcommands) → `cli` (the arguments, which name
-//! the argument types of `train`, `run` and `compare`) → `task` and `backend` (the one backend
+//! the argument types of `train`, `run` and `compare`) → `backend` (the one backend
 //! dispatch, [`backend::with_backend`]); nothing depends back on `main` or `commands`.
 
 mod backend;
@@ -24,7 +24,6 @@ mod commands;
 mod compare;
 mod progress;
 mod run;
-mod task;
 mod train;
 
 use anyhow::Result;

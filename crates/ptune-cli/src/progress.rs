@@ -94,6 +94,7 @@ impl TrainObserver for Progress {
             TrainEvent::EarlyStop { epochs } => {
                 tracing::info!("early stop: no better dev score for {epochs} epochs")
             }
+            TrainEvent::Message(text) => tracing::info!("{text}"),
             TrainEvent::Stopped { step } => {
                 if let Some(bar) = self.bar.take() {
                     bar.abandon();

@@ -1,26 +1,17 @@
 //! `ptune train`: a soft prompt of any method on any task (classify, tag, cloze, generate), with
-//! baselines.
+//! baselines. The arguments become a [`ptune_train::TrainJob`], which does the work; this module
+//! merges the TOML file, and prints the result table.
 
-use ptune_transformer::FrozenOps;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
-use ptune_prompt::{ClassifierHeadConfig, MethodKind, MethodOptions, SoftPrompt};
-use ptune_train::classify::{linear_probe, majority_baseline};
-use ptune_train::lm::{
-    cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, CausalLm, Cloze,
-    ReferenceSet,
-};
+use ptune_prompt::{MethodKind, MethodOptions};
+use ptune_train::job::{default_out, LINEAR_PROBE};
 use ptune_train::schedule::Schedule;
-use ptune_train::tagging::{tagging_scores, TokenClassification};
-use ptune_train::{
-    Classifier, Pooling, RunReport, RunSummary, SequenceClassification, Task, TrainConfig,
-};
-
-use crate::task::{load_data, TaskData, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR};
-use ptune_transformer::{load_model, Backbone, TextTokenizer};
+use ptune_train::{JobOutcome, Pooling, TaskKind, TrainConfig, TrainJob};
+use ptune_transformer::FrozenOps;
 use serde::{Deserialize, Serialize};
 
 /// Options of `ptune train` (also readable from a TOML file with `--config`; flags given on the
@@ -43,9 +34,9 @@ pub struct TrainArgs {
     /// or .jsonl with `tokens`+`tags` lists (tag).
     #[arg(long)]
     pub dataset: Option<String>,
-    /// `classify`, `tag`, `cloze` or `generate` (default: from the data set; `classify` for files).
-    #[arg(long)]
-    pub task: Option<String>,
+    /// The task (default: from the data set; `classify` for files).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
     /// Cloze template around the text (default "{text} Sentiment:").
     #[arg(long)]
     pub cloze_template: Option<String>,
@@ -97,9 +88,9 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// `linear`, `cosine` or `constant` decay after warmup.
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Decay after warmup [default: linear].
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
     /// Stop after this many epochs without a better dev score.
     #[arg(long)]
     pub patience: Option<usize>,
@@ -112,9 +103,10 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `mean` (over text tokens), `cls` (first text token) or `pooler` (HF's, as PEFT).
-    #[arg(long)]
-    pub pooling: Option<String>,
+    /// Classification pooling: mean over text tokens, the first text token, or HF's pooler (as
+    /// PEFT) [default: mean].
+    #[arg(long, value_enum)]
+    pub pooling: Option<Pooling>,
     /// Continue from `<out>/state` if present.
     #[arg(long)]
     #[serde(default)]
@@ -126,12 +118,16 @@ pub struct TrainArgs {
     pub baselines: bool,
 }
 
+/// The options of a TOML run file (`ptune train --config FILE`).
+fn parse_run_file(text: &str) -> Result<TrainArgs> {
+    Ok(toml::from_str(text)?)
+}
+
 fn merged(cli: TrainArgs) -> Result<TrainArgs> {
     let Some(path) = &cli.config else { return Ok(cli) };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: TrainArgs =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let file = parse_run_file(&text).with_context(|| format!("parsing {}", path.display()))?;
     macro_rules! pick {
         ($($f:ident),*) => { TrainArgs { config: cli.config.clone(), resume: cli.resume || file.resume,
             baselines: cli.baselines || file.baselines,
@@ -166,273 +162,130 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
     ))
 }
 
-pub use ptune_train::run::resolve_model;
-
-/// The soft prompt `method` names, built through the registry; `None` for `linear-probe`.
-pub fn build_prompt<B: AutodiffBackend + FrozenOps>(
-    a: &TrainArgs,
-    method: &str,
-    backbone: &dyn Backbone<B>,
-    tok: &TextTokenizer,
-) -> Result<Option<SoftPrompt<B>>> {
-    if method == LINEAR_PROBE {
-        return Ok(None);
+impl TrainArgs {
+    /// The job these arguments describe (every name checked before anything loads).
+    pub fn job(&self) -> Result<TrainJob> {
+        let model = self.model.clone().unwrap_or_else(|| "minilm".into());
+        let dataset = self.dataset.clone().unwrap_or_else(|| "rt-sentences".into());
+        let mut job = TrainJob::new(&model, &dataset);
+        job.method = match self.method.as_deref() {
+            None => Some(MethodKind::PTuningV2),
+            Some(LINEAR_PROBE) => None,
+            Some(name) => Some(
+                name.parse()
+                    .map_err(|e| anyhow::anyhow!("{e}; or `{LINEAR_PROBE}` for the head only"))?,
+            ),
+        };
+        job.task = self.task;
+        job.method_options = self.method_options.clone();
+        let defaults = TrainConfig::default();
+        job.train = TrainConfig {
+            epochs: self.epochs.unwrap_or(defaults.epochs),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            accumulation: self.accumulation.unwrap_or(defaults.accumulation),
+            lr: self.lr.unwrap_or(defaults.lr),
+            schedule: self.schedule.unwrap_or(defaults.schedule),
+            patience: self.patience,
+            seed: self.seed.unwrap_or(defaults.seed),
+            checkpoint_every: self.checkpoint_every,
+            stop_after_steps: self.stop_after_steps,
+            gradient_checkpointing: self.gradient_checkpointing,
+            lower_layer_cache: !self.no_layer_cache,
+            ..defaults
+        };
+        job.pooling = self.pooling.unwrap_or(Pooling::Mean);
+        job.max_len = self.max_len;
+        job.train_limit = self.train_limit;
+        job.cloze_template = self.cloze_template.clone();
+        job.verbalizer = self.verbalizer.clone();
+        job.separator = self.separator.clone();
+        job.eval_sources = self.eval_sources.unwrap_or(job.eval_sources);
+        job.max_new_tokens = self.max_new_tokens.unwrap_or(job.max_new_tokens);
+        job.baselines = self.baselines;
+        Ok(job)
     }
-    let kind: MethodKind = method
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e}; or `{LINEAR_PROBE}` for the head only"))?;
-    Ok(Some(kind.build(&a.method_options, backbone, Some(tok))?))
-}
-
-/// The `--method` that trains only the head (no soft prompt).
-pub const LINEAR_PROBE: &str = "linear-probe";
-
-/// The decoder's stop token, if the model is a decoder that declares one.
-pub fn eos_of<B: FrozenOps>(backbone: &dyn Backbone<B>) -> Option<u32> {
-    backbone.as_decoder().and_then(|d| d.eos_token_id())
-}
-
-/// The training settings of `a`.
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    Ok(TrainConfig {
-        epochs: a.epochs.unwrap_or(3),
-        batch_size: a.batch_size.unwrap_or(32),
-        accumulation: a.accumulation.unwrap_or(1),
-        lr: a.lr.unwrap_or(1e-2),
-        schedule: match a.schedule.as_deref().unwrap_or("linear") {
-            "linear" => Schedule::Linear,
-            "cosine" => Schedule::Cosine,
-            "constant" => Schedule::Constant,
-            other => bail!("unknown schedule `{other}` (linear, cosine, constant)"),
-        },
-        patience: a.patience,
-        seed: a.seed.unwrap_or(42),
-        checkpoint_every: a.checkpoint_every,
-        stop_after_steps: a.stop_after_steps,
-        gradient_checkpointing: a.gradient_checkpointing,
-        lower_layer_cache: !a.no_layer_cache,
-        ..TrainConfig::default()
-    })
 }
 
 /// Runs `ptune train` on backend `B`.
 pub fn train<B: AutodiffBackend + FrozenOps>(args: TrainArgs) -> Result<()> {
     let a = merged(args)?;
-    let model_name = a.model.clone().unwrap_or_else(|| "minilm".into());
-    let method = a.method.clone().unwrap_or_else(|| "p-tuning-v2".into());
-    let dataset = a.dataset.clone().unwrap_or_else(|| "rt-sentences".into());
-    let kind = TaskKind::pick(a.task.as_deref(), &dataset)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{model_name}-{method}")));
-    let device = B::Device::default();
-    let started = std::time::Instant::now();
-    let model_path = resolve_model(&model_name)?;
-    let loaded = load_model::<B>(&model_path, &device)
-        .with_context(|| format!("loading {}", model_path.display()))?;
-    let tok = loaded.tokenizer.clone().context("the model has no tokenizer")?;
-    let backbone = loaded.backbone;
-    let pooling = match a.pooling.as_deref().unwrap_or("mean") {
-        "mean" => Pooling::Mean,
-        "cls" => Pooling::Cls,
-        "pooler" => Pooling::Pooler,
-        other => bail!("unknown pooling `{other}` (mean, cls, pooler)"),
-    };
-    let mut info = TaskInfo {
-        task: kind,
-        model: model_name.clone(),
-        dataset: dataset.clone(),
-        labels: Vec::new(),
-        pooling: (kind == TaskKind::Classify).then_some(pooling),
-        cloze_template: (kind == TaskKind::Cloze)
-            .then(|| a.cloze_template.clone().unwrap_or_else(|| CLOZE_TEMPLATE.into())),
-        verbalizer: None,
-        separator: (kind == TaskKind::Generate)
-            .then(|| a.separator.clone().unwrap_or_else(|| SEPARATOR.into())),
-        max_len: a.max_len.unwrap_or(if kind == TaskKind::Generate { 96 } else { 64 }),
-    };
-    let data = load_data(&mut info, &tok, a.train_limit.unwrap_or(usize::MAX), eos_of(&backbone))?;
-    if kind == TaskKind::Cloze {
-        info.verbalizer = Some(
-            a.verbalizer
-                .clone()
-                .unwrap_or_else(|| info.labels.iter().map(|l| format!(" {l}")).collect()),
-        );
-    }
-    info.save(&out)?;
-    let cfg = train_config(&a)?;
-    B::seed(&device, cfg.seed);
-    let prompt = build_prompt(&a, &method, &backbone, &tok)?;
-    let base = model_path.display().to_string();
-    let mut table: Vec<(String, Vec<(String, f64)>)> = Vec::new();
-    let summary = match data {
-        TaskData::Labelled(data) if kind == TaskKind::Classify => {
-            tracing::info!(
-                "{dataset}: {} train / {} dev / {} test, labels {:?}",
-                data.splits.train.len(),
-                data.splits.dev.len(),
-                data.splits.test.len(),
-                data.labels
-            );
-            let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, data.labels.len())
-                .init(&device);
-            if a.baselines {
-                let majority = majority_baseline(&data);
-                tracing::info!("baseline majority class: dev accuracy {majority:.4}");
-                table.push(("majority class".into(), vec![("accuracy".into(), majority)]));
-                let t = std::time::Instant::now();
-                let (probe, probe_f1) = linear_probe(&backbone, &data, &cfg, pooling)?;
-                tracing::info!(
-                    "baseline linear probe: dev accuracy {probe:.4} ({:.0} s)",
-                    t.elapsed().as_secs_f64()
-                );
-                table.push((
-                    "linear probe (frozen backbone, head only)".into(),
-                    vec![("accuracy".into(), probe), ("macro_f1".into(), probe_f1)],
-                ));
-            }
-            let task = SequenceClassification { data: &data, pooling };
-            run(&backbone, &task, Classifier { prompt, head }, &cfg, &out, a.resume, &base)?
-        }
-        TaskData::Labelled(data) => {
-            let words = info.verbalizer.clone().unwrap_or_default();
-            let verbalizer = ptune_train::lm::verbalizer(&tok, &words)?;
-            let prompt =
-                prompt.context("cloze trains a soft prompt: pick a method, not linear-probe")?;
-            if a.baselines {
-                let pred =
-                    cloze_predict(&backbone, None, &data.splits.dev, &verbalizer, cfg.batch_size)?;
-                let gold: Vec<usize> = data.splits.dev.iter().map(|e| e.label).collect();
-                let acc = ptune_train::metrics::accuracy(&pred, &gold);
-                tracing::info!("baseline zero-shot cloze (no prompt): dev accuracy {acc:.4}");
-                table.push(("zero-shot cloze (no prompt)".into(), vec![("accuracy".into(), acc)]));
-            }
-            let task = Cloze { data: &data, verbalizer };
-            run(&backbone, &task, prompt, &cfg, &out, a.resume, &base)?
-        }
-        TaskData::Tagged(data) => {
-            tracing::info!(
-                "{dataset}: {} train / {} dev sentences, {} tags",
-                data.splits.train.len(),
-                data.splits.dev.len(),
-                data.labels.len()
-            );
-            if a.baselines {
-                let all_o: Vec<Vec<usize>> =
-                    data.splits.dev.iter().map(|e| vec![0; e.tags.len()]).collect();
-                let (f1, acc) = tagging_scores(&all_o, &data.splits.dev, &data.labels);
-                table.push((
-                    "every word `O`".into(),
-                    vec![("entity_f1".into(), f1), ("word_accuracy".into(), acc)],
-                ));
-            }
-            let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, data.labels.len())
-                .init(&device);
-            let task = TokenClassification { data: &data };
-            run(&backbone, &task, Classifier { prompt, head }, &cfg, &out, a.resume, &base)?
-        }
-        TaskData::Generation { examples, pairs } => {
-            let prompt = prompt
-                .context("generation trains a soft prompt: pick a method, not linear-probe")?;
-            let sep = info.separator.clone().unwrap_or_default();
-            let n_sources = a.eval_sources.unwrap_or(20);
-            let refs = ReferenceSet::new(&pairs.dev, &tok, &sep, n_sources)?;
-            let gen = greedy(a.max_new_tokens.unwrap_or(48), eos_of(&backbone));
-            tracing::info!(
-                "{dataset}: {} train / {} dev pairs ({} dev sources decoded per evaluation)",
-                examples.train.len(),
-                examples.dev.len(),
-                refs.items.len()
-            );
-            if a.baselines {
-                let loss = mean_target_loss(&backbone, None, &examples.dev, cfg.batch_size)?;
-                let mut row = vec![("loss".to_string(), loss)];
-                if !refs.items.is_empty() {
-                    let hyps = generate_all(&backbone, None, &tok, &refs, &gen)?;
-                    let (bleu, rouge) = generation_scores(&hyps, &refs);
-                    row.extend([("bleu".into(), bleu), ("rouge_l".into(), rouge)]);
-                }
-                table.push(("the model without a prompt".into(), row));
-            }
-            let task = CausalLm {
-                train: &examples.train,
-                dev: &examples.dev,
-                references: (!refs.items.is_empty()).then_some((&refs, &tok, gen)),
-            };
-            run(&backbone, &task, prompt, &cfg, &out, a.resume, &base)?
-        }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    write_report(&out, &a, &method, &dataset, &summary, &table, seconds)?;
-    println!(
-        "\n{method} on {model_name} / {dataset}, task {kind:?} ({} trainable parameters)",
-        summary.trainable_parameters
-    );
-    if let Some(best) = &summary.best {
-        table.push((
-            format!("{method} (best epoch {})", summary.best_epoch),
-            best.metrics.clone().into_iter().collect(),
-        ));
-        let names: Vec<&String> = best.metrics.keys().collect();
-        println!(
-            "| run | {} |",
-            names.iter().map(|n| format!("dev {n}")).collect::<Vec<_>>().join(" | ")
-        );
-        println!("|---|{}", "---:|".repeat(names.len()));
-        for (run, values) in &table {
-            let cells: Vec<String> = names
-                .iter()
-                .map(|n| {
-                    values
-                        .iter()
-                        .find(|(k, _)| k == *n)
-                        .map_or("—".into(), |(_, v)| format!("{v:.4}"))
-                })
-                .collect();
-            println!("| {run} | {} |", cells.join(" | "));
-        }
-    }
+    let job = a.job()?;
+    let method = job.method_name();
+    let out = a.out.clone().unwrap_or_else(|| default_out(&job.model, &method));
+    let mut progress = crate::progress::Progress::new();
+    let outcome = job.run::<B>(&out, a.resume, &mut progress)?;
+    print_table(&job, &outcome);
+    let summary = &outcome.report.summary;
     if summary.interrupted {
         println!("\nstopped after step {} as asked; `--resume` continues", summary.steps);
     }
-    println!("\ntotal {:.1} min; run folder {}", seconds / 60.0, out.display());
+    println!("\ntotal {:.1} min; run folder {}", outcome.report.seconds / 60.0, out.display());
     Ok(())
 }
 
-fn run<B: AutodiffBackend + FrozenOps, T: Task<B>>(
-    backbone: &dyn Backbone<B>,
-    task: &T,
-    model: T::Model,
-    cfg: &TrainConfig,
-    out: &Path,
-    resume: bool,
-    base: &str,
-) -> Result<RunSummary> {
-    let mut progress = crate::progress::Progress::new();
-    Ok(ptune_train::train_observed(backbone, task, model, cfg, out, resume, base, &mut progress)?.1)
-}
-
-fn write_report(
-    out: &Path,
-    a: &TrainArgs,
-    method: &str,
-    dataset: &str,
-    summary: &RunSummary,
-    baselines: &[(String, Vec<(String, f64)>)],
-    seconds: f64,
-) -> Result<()> {
-    let report = RunReport {
-        method: Some(method.into()),
-        dataset: Some(dataset.into()),
-        settings: serde_json::to_value(a)?,
-        summary: summary.clone(),
-        baselines: baselines
+/// The dev metrics of the best epoch beside the baselines, as a Markdown table.
+fn print_table(job: &TrainJob, outcome: &JobOutcome) {
+    let summary = &outcome.report.summary;
+    let method = job.method_name();
+    println!(
+        "\n{method} on {} / {}, task {:?} ({} trainable parameters)",
+        job.model, job.dataset, outcome.info.task, summary.trainable_parameters
+    );
+    let Some(best) = &summary.best else { return };
+    let mut table = outcome.baselines.clone();
+    table.push((format!("{method} (best epoch {})", summary.best_epoch), best.metrics.clone()));
+    let names: Vec<&String> = best.metrics.keys().collect();
+    println!(
+        "| run | {} |",
+        names.iter().map(|n| format!("dev {n}")).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(names.len()));
+    for (run, values) in &table {
+        let cells: Vec<String> = names
             .iter()
-            .map(|(name, values)| (name.clone(), values.iter().cloned().collect()))
-            .collect(),
-        seconds,
-    };
-    report.write(out)?;
-    Ok(())
+            .map(|n| values.get(*n).map_or("—".into(), |v| format!("{v:.4}")))
+            .collect();
+        println!("| {run} | {} |", cells.join(" | "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use ptune_testkit::{mutate_text, Rng, Tally};
+
+    const RUN_FILE: &str = "model = \"minilm\"\nmethod = \"p-tuning\"\nencoder = \"lstm\"\n\
+        encoder_hidden = 64\ndataset = \"uci-sentiment\"\ntask = \"classify\"\n\
+        virtual_tokens = 8\nepochs = 1\nlr = 1e-2\nbatch_size = 16\nschedule = \"cosine\"\n\
+        pooling = \"cls\"\nverbalizer = [\" bad\", \" good\"]\nmax_len = 48\nseed = 7\n\
+        out = \"runs/x\"\nbaselines = true\n";
+
+    #[test]
+    fn the_example_run_files_parse_into_jobs() {
+        let job = parse_run_file(RUN_FILE).unwrap().job().unwrap();
+        assert_eq!(job.method, Some(MethodKind::PTuning));
+        assert_eq!(job.train.schedule, Schedule::Cosine);
+        assert_eq!(job.pooling, Pooling::Cls);
+        assert_eq!(job.train.seed, 7);
+        let example = include_str!("../../../runs.example.toml");
+        assert_eq!(parse_run_file(example).unwrap().job().unwrap().dataset, "uci-sentiment");
+        let e = parse_run_file("pooling = \"max\"").unwrap_err().to_string();
+        assert!(e.contains("max"), "{e}");
+    }
+
+    /// Mutated run files parse into a job or give an error, never a panic.
+    #[test]
+    fn mutated_run_files_never_panic() {
+        let mut rng = Rng(31);
+        let mut tally = Tally::default();
+        for i in 0..1000 {
+            let mutant = mutate_text(RUN_FILE, &mut rng);
+            tally.run(&format!("run file mutant {i}"), || {
+                parse_run_file(&mutant).and_then(|a| a.job()).is_ok()
+            });
+        }
+        tally.check("TOML run files");
+    }
 }

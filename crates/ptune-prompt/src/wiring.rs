@@ -169,10 +169,7 @@ pub fn assemble<B: FrozenOps, M: Backbone<B> + ?Sized>(
     }
     check_ids(&token_ids, dims.vocab_size)?;
     let m = token_ids.len();
-    let ids = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(token_ids.into_iter().map(i64::from).collect::<Vec<_>>(), [1, m]),
-        device,
-    );
+    let ids = ptune_transformer::ids_tensor::<B>(&token_ids, device);
     let token_embeds = backbone.embed(ids).reshape([m, dims.hidden_size]);
     let source = match prompts {
         Some(p) => Tensor::cat(vec![p, token_embeds], 0),
@@ -256,10 +253,7 @@ pub fn prefix_kv<B: FrozenOps>(
                     }
                 })
                 .collect();
-            let index = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(rows.iter().map(|&a| a as i64).collect::<Vec<_>>(), [rows.len()]),
-                &device,
-            );
+            let index = ptune_transformer::index_tensor::<B>(rows, &device);
             let per_row = Tensor::stack::<3>(padded, 0).select(0, index);
             let lengths = rows.iter().map(|&a| tables[a].0.dims()[0]).collect();
             (per_row, rows.len(), Some(lengths))

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use ptune_data::tasks::Example;
 use ptune_data::ClassificationSet;
 use ptune_prompt::{ClassifierHead, SoftPrompt};
@@ -21,6 +21,7 @@ use crate::trainer::{metrics_map, TrainConfig};
 
 /// How a sequence becomes one vector for the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// HF `BertPooler` on the first position (PEFT's `BertForSequenceClassification`; with an
@@ -164,10 +165,7 @@ pub fn linear_probe<B: AutodiffBackend + FrozenOps>(
     for epoch in 0..(cfg.epochs * 10).max(10) {
         let order = ptune_data::split::shuffled(n, cfg.seed ^ (epoch as u64 + 101));
         for chunk in order.chunks(cfg.batch_size.max(1)) {
-            let idx = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), [chunk.len()]),
-                &device,
-            );
+            let idx = ptune_transformer::index_tensor::<B>(chunk, &device);
             let y: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
             let loss = cross_entropy(head.forward(train_x.clone().select(0, idx)), &y);
             let grads = GradientsParams::from_grads(loss.backward(), &head);

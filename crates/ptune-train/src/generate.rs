@@ -9,7 +9,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use ptune_prompt::SoftPrompt;
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, BackboneInput, Decoder, KvCache};
@@ -99,13 +99,7 @@ impl<'a, B: FrozenOps> Session<'a, B> {
     /// Feeds one token per row; returns the next-token logits `[rows, vocab]`.
     fn step(&mut self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
         let device = self.template.embeds.device();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(
-                tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                [tokens.len(), 1],
-            ),
-            &device,
-        );
+        let ids = ptune_transformer::ids_tensor::<B>(tokens, &device).reshape([tokens.len(), 1]);
         let mut input = self.template.clone();
         input.embeds = self.llama.embed(ids);
         let hidden = self.llama.forward_cached(input, &mut self.cache)?;

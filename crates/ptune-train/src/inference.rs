@@ -18,43 +18,240 @@
 //! # Ok::<(), ptune_train::TrainError>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
+use ptune_data::tagging::{tokenize_tagging, words_of, TaggedSentence};
 use ptune_prompt::adapter::load_adapter;
 use ptune_prompt::{ClassifierHead, SoftPrompt};
 use ptune_transformer::{load_model, AnyBackbone, Backbone, FrozenOps, TextTokenizer};
+use serde::{Deserialize, Serialize};
 
-use crate::classify::{pooled, Pooling};
+use crate::classify::{evaluate, pooled, Classifier, Pooling};
 use crate::error::{Result, TrainError};
 use crate::generate::{generate, Decoding, GenerationConfig};
-use crate::lm::{cloze_logits, verbalizer};
+use crate::job::{eos_of, load_data, TaskData};
+use crate::lm::{
+    cloze_logits, cloze_predict, generate_all, generation_scores, mean_target_loss, verbalizer,
+    ReferenceSet,
+};
+use crate::metrics::{accuracy, macro_f1};
 use crate::run::{resolve_model, templated, TaskInfo, TaskKind};
+use crate::tagging::{predict_tags, tagging_scores};
+use crate::trainer::metrics_map;
 
 /// Rows per forward pass when predicting.
 const BATCH: usize = 32;
 
-/// A run's model, tokenizer and trained parts.
-struct Loaded<B: FrozenOps> {
-    backbone: AnyBackbone<B>,
-    tokenizer: TextTokenizer,
-    info: TaskInfo,
-    prompt: Option<SoftPrompt<B>>,
-    head: Option<ClassifierHead<B>>,
+/// A run folder loaded: the model it names (or another), its tokenizer, its `task.json` and its
+/// trained parts. [`TextClassifier`], [`Tagger`] and [`Generator`] are built on one.
+pub struct TrainedRun<B: FrozenOps> {
+    /// The frozen model.
+    pub backbone: AnyBackbone<B>,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// The run's `task.json`.
+    pub info: TaskInfo,
+    /// The trained soft prompt (`None` for a linear probe, or a run without an adapter yet).
+    pub prompt: Option<SoftPrompt<B>>,
+    /// The trained head (classify, tag).
+    pub head: Option<ClassifierHead<B>>,
 }
 
-fn load_run<B: FrozenOps>(run: &Path, device: &B::Device) -> Result<Loaded<B>> {
-    let (info, dir) = TaskInfo::load(run)?;
-    let (backbone, tokenizer) = load_backbone::<B>(&info.model, device)?;
-    let adapter = dir.join("adapter");
-    let (prompt, head) = if adapter.join("adapter_config.json").is_file() {
-        let a = load_adapter::<B>(&adapter, &backbone.dims(), device)?;
-        (Some(a.prompt), a.head)
-    } else {
-        (None, None)
-    };
-    Ok(Loaded { backbone, tokenizer, info, prompt, head })
+/// A data split to evaluate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The dev split (used to pick the best epoch).
+    Dev,
+    /// The test split.
+    Test,
+}
+
+impl std::str::FromStr for Split {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "dev" => Ok(Split::Dev),
+            "test" => Ok(Split::Test),
+            other => Err(TrainError::Config(format!("unknown split `{other}` (dev, test)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Dev => "dev",
+            Split::Test => "test",
+        })
+    }
+}
+
+impl Split {
+    fn pick<T>(self, splits: &ptune_data::Splits<T>) -> &[T] {
+        match self {
+            Split::Dev => &splits.dev,
+            Split::Test => &splits.test,
+        }
+    }
+}
+
+/// Settings of [`TrainedRun::evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Rows per forward pass (default 32).
+    pub batch_size: usize,
+    /// Generation: sources decoded for BLEU / ROUGE-L (default 50).
+    pub eval_sources: usize,
+    /// Generation: most new tokens (default 48).
+    pub max_new_tokens: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { batch_size: BATCH, eval_sources: 50, max_new_tokens: 48 }
+    }
+}
+
+/// What [`TrainedRun::evaluate`] measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The data set evaluated.
+    pub dataset: String,
+    /// The split.
+    pub split: Split,
+    /// Every metric of the task, by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Generation: the first few (source, generation) pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<(String, String)>,
+}
+
+impl<B: FrozenOps> TrainedRun<B> {
+    /// Loads the run folder `run` (or the `adapter/` inside one) with the model its `task.json`
+    /// names, or with `model` instead, on `device`.
+    pub fn load(run: impl AsRef<Path>, model: Option<&str>, device: &B::Device) -> Result<Self> {
+        let (info, dir) = TaskInfo::load(run.as_ref())?;
+        let (backbone, tokenizer) = load_backbone::<B>(model.unwrap_or(&info.model), device)?;
+        let adapter = dir.join("adapter");
+        let (prompt, head) = if adapter.join("adapter_config.json").is_file() {
+            let a = load_adapter::<B>(&adapter, &backbone.dims(), device)?;
+            (Some(a.prompt), a.head)
+        } else {
+            (None, None)
+        };
+        if let Some(head) = &head {
+            let [d_in, _] = head.linear.weight.dims();
+            let hidden = backbone.dims().hidden_size;
+            if d_in != hidden {
+                return Err(TrainError::Config(format!(
+                    "the run's head reads {d_in} features, but the model's hidden size is {hidden}"
+                )));
+            }
+        }
+        Ok(Self { backbone, tokenizer, info, prompt, head })
+    }
+
+    /// The prompt and head as one classifier (classify and tag runs).
+    fn classifier(&self) -> Result<Classifier<B>> {
+        let head = self.head.clone().ok_or_else(|| {
+            TrainError::Config("the run's adapter has no head (train it first)".into())
+        })?;
+        let n = head.linear.weight.dims()[1];
+        if n != self.info.labels.len() {
+            return Err(TrainError::Config(format!(
+                "the run's head has {n} outputs, but its task.json has {} labels",
+                self.info.labels.len()
+            )));
+        }
+        Ok(Classifier { prompt: self.prompt.clone(), head })
+    }
+
+    /// The run's task metrics on `split` of its data set (or of `dataset`, another data set
+    /// for the same task): accuracy and macro-F1 (classify, cloze), entity F1 and word accuracy
+    /// (tag), target loss, BLEU and ROUGE-L (generate).
+    pub fn evaluate(
+        &self,
+        split: Split,
+        dataset: Option<&str>,
+        options: &EvalOptions,
+    ) -> Result<EvalReport> {
+        let mut info = self.info.clone();
+        if let Some(d) = dataset {
+            info.dataset = d.to_string();
+        }
+        let labels_before = info.labels.clone();
+        let data = load_data(&mut info, &self.tokenizer, usize::MAX, eos_of(&self.backbone))?;
+        if matches!(info.task, TaskKind::Classify | TaskKind::Tag | TaskKind::Cloze)
+            && info.labels != labels_before
+        {
+            return Err(TrainError::Config(format!(
+                "{} has the labels {:?}, the run was trained on {:?}",
+                info.dataset, info.labels, labels_before
+            )));
+        }
+        let backbone: &dyn Backbone<B> = &self.backbone;
+        let prompt = self.prompt.as_ref();
+        let batch = options.batch_size.max(1);
+        let mut samples = Vec::new();
+        let pairs: Vec<(&str, f64)> = match &data {
+            TaskData::Labelled(d) if info.task == TaskKind::Classify => {
+                let ex = split.pick(&d.splits);
+                let pooling = info.pooling.unwrap_or(Pooling::Mean);
+                let (acc, f1) =
+                    evaluate(backbone, &self.classifier()?, ex, d.labels.len(), batch, pooling)?;
+                vec![("accuracy", acc), ("macro_f1", f1)]
+            }
+            TaskData::Labelled(d) => {
+                let ex = split.pick(&d.splits);
+                let words = info.verbalizer.clone().unwrap_or_default();
+                let verbalizer = verbalizer(&self.tokenizer, &words)?;
+                let pred = cloze_predict(backbone, prompt, ex, &verbalizer, batch)?;
+                let gold: Vec<usize> = ex.iter().map(|e| e.label).collect();
+                vec![
+                    ("accuracy", accuracy(&pred, &gold)),
+                    ("macro_f1", macro_f1(&pred, &gold, d.labels.len())),
+                ]
+            }
+            TaskData::Tagged(d) => {
+                let ex = split.pick(&d.splits);
+                let pred = predict_tags(backbone, &self.classifier()?, ex, batch)?;
+                let (f1, acc) = tagging_scores(&pred, ex, &d.labels);
+                vec![("entity_f1", f1), ("word_accuracy", acc)]
+            }
+            TaskData::Generation { examples, pairs } => {
+                let ex = split.pick(examples);
+                let loss = mean_target_loss(backbone, prompt, ex, batch)?;
+                let sep = info.separator.clone().unwrap_or_default();
+                let rows = split.pick(pairs);
+                let refs = ReferenceSet::new(rows, &self.tokenizer, &sep, options.eval_sources)?;
+                let cfg = crate::lm::greedy(options.max_new_tokens, eos_of(backbone));
+                let hyps = generate_all(backbone, prompt, &self.tokenizer, &refs, &cfg)?;
+                let (bleu, rouge) = generation_scores(&hyps, &refs);
+                samples = refs
+                    .items
+                    .iter()
+                    .zip(&hyps)
+                    .take(3)
+                    .map(|((source, _, _), h)| (source.clone(), h.clone()))
+                    .collect();
+                vec![("loss", loss), ("bleu", bleu), ("rouge_l", rouge)]
+            }
+        };
+        for (name, v) in &pairs {
+            if !v.is_finite() {
+                return Err(TrainError::Config(format!(
+                    "evaluation of {} ({split}) gave a non-finite {name} ({v})",
+                    info.dataset
+                )));
+            }
+        }
+        Ok(EvalReport { dataset: info.dataset, split, metrics: metrics_map(&pairs), samples })
+    }
 }
 
 fn load_backbone<B: FrozenOps>(
@@ -81,7 +278,7 @@ pub struct Prediction {
 
 /// A trained sequence-classification or cloze run, ready to label texts.
 pub struct TextClassifier<B: FrozenOps> {
-    run: Loaded<B>,
+    run: TrainedRun<B>,
     /// Classify: the head. Cloze: `None` (the LM head reads the verbalizer).
     head: Option<ClassifierHead<B>>,
     /// Cloze: one token per label.
@@ -97,7 +294,7 @@ impl<B: FrozenOps> TextClassifier<B> {
 
     /// [`TextClassifier::from_run`] on `device`.
     pub fn from_run_on(run: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        let mut run = load_run::<B>(run.as_ref(), device)?;
+        let mut run = TrainedRun::<B>::load(run, None, device)?;
         let dims = run.backbone.dims();
         let n_labels = run.info.labels.len();
         let (head, verbalizer) = match run.info.task {
@@ -194,6 +391,82 @@ impl<B: FrozenOps> TextClassifier<B> {
     }
 }
 
+/// A trained token-classification (`tag`) run, ready to tag texts word by word.
+pub struct Tagger<B: FrozenOps> {
+    run: TrainedRun<B>,
+    model: Classifier<B>,
+}
+
+/// One word and its predicted tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaggedWord {
+    /// The word (punctuation is split from words as in the training data).
+    pub word: String,
+    /// Its BIO tag.
+    pub tag: String,
+}
+
+impl<B: FrozenOps> Tagger<B> {
+    /// Loads a `tag` run folder (written by `ptune train`) on the default device.
+    pub fn from_run(run: impl AsRef<Path>) -> Result<Self> {
+        Self::from_loaded(TrainedRun::load(run, None, &B::Device::default())?)
+    }
+
+    /// A tagger of a loaded `tag` run.
+    pub fn from_loaded(run: TrainedRun<B>) -> Result<Self> {
+        if run.info.task != TaskKind::Tag {
+            return Err(TrainError::Config(format!(
+                "a {:?} run does not tag words (use a tag run)",
+                run.info.task
+            )));
+        }
+        let model = run.classifier()?;
+        Ok(Self { run, model })
+    }
+
+    /// The tag names.
+    pub fn labels(&self) -> &[String] {
+        &self.run.info.labels
+    }
+
+    /// Each text split into words, each word with its tag. A text whose words do not all fit in
+    /// the run's longest input keeps only the words that do.
+    pub fn tag<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<TaggedWord>>> {
+        let info = &self.run.info;
+        let sentences: Vec<TaggedSentence> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let words = words_of(t.as_ref());
+                let tags = vec!["O".to_string(); words.len()];
+                TaggedSentence { words, tags, line: i + 1 }
+            })
+            .collect();
+        let examples = tokenize_tagging(
+            &sentences,
+            &info.labels,
+            &self.run.tokenizer,
+            info.max_len,
+            Path::new("<input>"),
+        )?;
+        let pred = predict_tags(&self.run.backbone, &self.model, &examples, BATCH)?;
+        Ok(sentences
+            .iter()
+            .zip(pred)
+            .map(|(s, tags)| {
+                s.words
+                    .iter()
+                    .zip(tags)
+                    .map(|(w, t)| TaggedWord {
+                        word: w.clone(),
+                        tag: info.labels.get(t).cloned().unwrap_or_else(|| "O".into()),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 /// Settings of [`Generator::generate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
@@ -220,8 +493,11 @@ pub struct Generator<B: FrozenOps> {
 impl<B: FrozenOps> Generator<B> {
     /// Loads a `generate` run folder (written by `ptune train`) on the default device.
     pub fn from_run(run: impl AsRef<Path>) -> Result<Self> {
-        let device = B::Device::default();
-        let run = load_run::<B>(run.as_ref(), &device)?;
+        Self::from_loaded(TrainedRun::<B>::load(run, None, &B::Device::default())?)
+    }
+
+    /// A generator of a loaded `generate` run.
+    pub fn from_loaded(run: TrainedRun<B>) -> Result<Self> {
         if run.info.task != TaskKind::Generate {
             return Err(TrainError::Config(format!(
                 "a {:?} run does not generate (use a generate run, or Generator::from_model)",

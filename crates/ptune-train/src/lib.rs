@@ -9,6 +9,7 @@ pub mod classify;
 pub mod error;
 pub mod generate;
 pub mod inference;
+pub mod job;
 pub mod lm;
 pub mod metrics;
 pub mod plot;
@@ -20,10 +21,11 @@ pub mod trainer;
 
 pub use classify::{Classifier, Pooling, SequenceClassification};
 pub use error::{Result, TrainError};
-pub use inference::{GenerateOptions, Generator, Prediction, TextClassifier};
+pub use inference::{GenerateOptions, Generator, Prediction, Tagger, TextClassifier, TrainedRun};
+pub use job::{JobOutcome, TrainJob};
 pub use run::{TaskInfo, TaskKind};
 pub use task::{Evaluation, Task};
 pub use trainer::{
-    train, train_observed, EpochRecord, RunReport, RunSummary, Silent, TrainConfig, TrainEvent,
-    TrainObserver,
+    train, train_observed, EpochRecord, RunOptions, RunReport, RunSummary, Silent, TrainConfig,
+    TrainEvent, TrainObserver,
 };

@@ -6,7 +6,7 @@ use ptune_transformer::FrozenOps;
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use ptune_data::tasks::{Example, GenerationPair, LmExample};
 use ptune_data::ClassificationSet;
 use ptune_prompt::SoftPrompt;
@@ -264,13 +264,8 @@ pub fn cloze_logits<B: FrozenOps>(
     let index: Vec<usize> =
         lengths.iter().enumerate().map(|(r, &n)| r * s + n.max(1) - 1).collect();
     let logits = llama.logits_at(hidden, &index);
-    let cols = Tensor::<B, 1, Int>::from_data(
-        TensorData::new(
-            verbalizer.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-            [verbalizer.len()],
-        ),
-        &logits.device(),
-    );
+    let cols = ptune_transformer::ids_tensor::<B>(verbalizer, &logits.device())
+        .reshape([verbalizer.len()]);
     Ok(logits.select(1, cols))
 }
 

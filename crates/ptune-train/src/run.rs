@@ -11,6 +11,7 @@ use crate::error::{io_err, Result, TrainError};
 
 /// A task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum TaskKind {
     /// Sequence classification (head on the pooled output).

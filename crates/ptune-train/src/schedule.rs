@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Decay after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Constant after warmup.

@@ -6,7 +6,7 @@ use ptune_transformer::FrozenOps;
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use ptune_data::tagging::{TaggedExample, TaggingSet};
 use ptune_transformer::Backbone;
 
@@ -28,15 +28,13 @@ pub fn word_logits<B: FrozenOps>(
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let batch = prompted_batch(backbone, model.prompt.as_ref(), &rows)?;
     let text = batch.strip_virtual(backbone.forward(batch.input.clone())?);
-    let [b, l, d] = text.dims();
-    let index: Vec<i64> = examples
+    let l = text.dims()[1];
+    let index: Vec<usize> = examples
         .iter()
         .enumerate()
-        .flat_map(|(r, e)| e.word_starts.iter().map(move |&s| (r * l + s) as i64))
+        .flat_map(|(r, e)| e.word_starts.iter().map(move |&s| r * l + s))
         .collect();
-    let n = index.len();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &text.device());
-    Ok(model.head.forward(text.reshape([b * l, d]).select(0, index)))
+    Ok(model.head.forward(ptune_transformer::rows_at(text, &index)))
 }
 
 /// Predicted tag indices, one list per example (one tag per kept word).

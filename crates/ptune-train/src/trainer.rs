@@ -13,7 +13,7 @@
 use ptune_transformer::FrozenOps;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
@@ -78,6 +78,9 @@ fn yes() -> bool {
 
 /// The gradients of `loss` for `model`: `loss.backward()`, or, when the loss was computed through
 /// `checkpointed`, the sum of the backward passes of [`CheckpointedLayers::backward`].
+///
+/// # Shapes
+/// - loss: `[1]`
 pub fn gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     loss: Tensor<B, 1>,
     checkpointed: Option<&CheckpointedLayers<'_, B>>,
@@ -279,6 +282,8 @@ pub enum TrainEvent<'a> {
         /// Steps taken.
         step: usize,
     },
+    /// A line worth showing (data sizes, a baseline's result) from around the loop.
+    Message(&'a str),
 }
 
 /// Receives the loop's [`TrainEvent`]s.
@@ -378,7 +383,25 @@ impl Progress {
     }
 }
 
-/// Trains `model` on `task`, writing the run folder `out`. With `resume`, continues from
+/// Where a run writes, and how it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue from `out/state` if present.
+    pub resume: bool,
+    /// What the adapter's `base_model_name_or_path` records.
+    pub base_model: String,
+}
+
+impl RunOptions {
+    /// A fresh run (no resume) in `out` for the model `base_model`.
+    pub fn new(out: impl Into<PathBuf>, base_model: &str) -> Self {
+        Self { out: out.into(), resume: false, base_model: base_model.into() }
+    }
+}
+
+/// Trains `model` on `task`, writing the run folder `run.out`. With `run.resume`, continues from
 /// `out/state` if present: a run killed after any checkpoint finishes as if never stopped.
 /// Reports nothing while it runs; [`train_observed`] takes an observer.
 pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
@@ -386,25 +409,21 @@ pub fn train<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     task: &T,
     model: T::Model,
     cfg: &TrainConfig,
-    out: &Path,
-    resume: bool,
-    base_model: &str,
+    run: &RunOptions,
 ) -> Result<(T::Model, RunSummary)> {
-    train_observed(backbone, task, model, cfg, out, resume, base_model, &mut Silent)
+    train_observed(backbone, task, model, cfg, run, &mut Silent)
 }
 
 /// [`train`], reporting progress to `observer`.
-#[allow(clippy::too_many_arguments)]
 pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     backbone: &dyn Backbone<B>,
     task: &T,
     model: T::Model,
     cfg: &TrainConfig,
-    out: &Path,
-    resume: bool,
-    base_model: &str,
+    run: &RunOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<(T::Model, RunSummary)> {
+    let (out, resume, base_model) = (run.out.as_path(), run.resume, run.base_model.as_str());
     if cfg.batch_size == 0 || cfg.accumulation == 0 || cfg.epochs == 0 {
         return Err(TrainError::Config(
             "epochs, batch size and accumulation must be positive".into(),

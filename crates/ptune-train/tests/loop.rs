@@ -65,7 +65,8 @@ fn train_classifier(
     base: &str,
 ) -> ptune_train::Result<(Classifier<AD>, RunSummary)> {
     let task = SequenceClassification { data, pooling: Pooling::Mean };
-    train(backbone, &task, model, cfg, out, resume, base)
+    let run = ptune_train::RunOptions { out: out.to_path_buf(), resume, base_model: base.into() };
+    train(backbone, &task, model, cfg, &run)
 }
 
 fn out(tag: &str) -> std::path::PathBuf {

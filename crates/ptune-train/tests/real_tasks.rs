@@ -95,9 +95,7 @@ fn token_classification_lines_up_with_words_with_and_without_virtual_tokens() {
             &task,
             Classifier { prompt: Some(prompt), head },
             &cfg,
-            &dir,
-            false,
-            "minilm",
+            &ptune_train::RunOptions::new(&dir, "minilm"),
         )
         .unwrap();
         let f1 = summary.best_metric("entity_f1");

@@ -1,7 +1,7 @@
 //! The KV cache a decoder reads and extends while generating.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor};
 
 /// Rotated keys and values of the real tokens seen so far, per layer, plus their padding.
 #[derive(Debug, Clone)]
@@ -55,10 +55,7 @@ impl<B: Backend> KvCache<B> {
         let Some(device) = self.layers.iter().flatten().map(|(k, _)| k.device()).next() else {
             return;
         };
-        let index = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
-            &device,
-        );
+        let index = crate::input::index_tensor::<B>(rows, &device);
         for kv in self.layers.iter_mut().flatten() {
             kv.0 = kv.0.clone().select(0, index.clone());
             kv.1 = kv.1.clone().select(0, index.clone());

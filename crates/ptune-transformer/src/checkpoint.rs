@@ -56,6 +56,9 @@ impl<'a, B: AutodiffBackend> CheckpointedLayers<'a, B> {
     /// The gradients of `loss` (computed through this wrapper's forwards since the last call), as
     /// two sets to be summed (e.g. by Burn's `GradientsAccumulator`): the loss's own backward
     /// (everything outside the backbone, such as a task head) and the final one (the prompt's).
+    ///
+    /// # Shapes
+    /// - loss: `[1]`
     pub fn backward(&self, loss: Tensor<B, 1>) -> Result<Vec<B::Gradients>> {
         let device = loss.device();
         let first = loss.backward();

@@ -306,6 +306,17 @@ pub fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, I
     )
 }
 
+/// Row or position indices as a `[n]` tensor (for `select`).
+///
+/// # Shapes
+/// - index: `n` → `[n]`
+pub fn index_tensor<B: Backend>(index: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(
+        TensorData::new(index.iter().map(|&i| i as i64).collect::<Vec<_>>(), [index.len()]),
+        device,
+    )
+}
+
 /// Checks token ids against the vocabulary (an unknown id is an error, not an out-of-bounds read).
 pub fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
     match ids.iter().find(|&&id| id as usize >= vocab_size) {
@@ -320,13 +331,9 @@ pub fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
 ///
 /// # Shapes
 /// - hidden: `[b, s, d]`, positions: `n` → `[n, d]`
-pub(crate) fn rows_at<B: Backend>(hidden: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 2> {
+pub fn rows_at<B: Backend>(hidden: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 2> {
     let [b, s, d] = hidden.dims();
-    let n = positions.len();
-    let index = Tensor::<B, 1, Int>::from_data(
-        TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [n]),
-        &hidden.device(),
-    );
+    let index = index_tensor(positions, &hidden.device());
     hidden.reshape([b * s, d]).select(0, index)
 }
 

@@ -27,7 +27,9 @@ pub use checkpoint::CheckpointedLayers;
 pub use config::{BackboneDims, BertConfig, LlamaConfig, ModelConfig, PositionPolicy};
 pub use error::{Result, TransformerError};
 pub use frozen::FrozenOps;
-pub use input::{check_ids, ids_tensor, Backbone, BackboneInput, Decoder, Encoder};
+pub use input::{
+    check_ids, ids_tensor, index_tensor, rows_at, Backbone, BackboneInput, Decoder, Encoder,
+};
 pub use lower_cache::CachedLowerLayers;
 pub use model::{load_model, AnyBackbone, LoadedModel};
 pub use tokenizer::TextTokenizer;

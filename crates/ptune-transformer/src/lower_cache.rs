@@ -205,9 +205,7 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
         }
         let mut fresh: HashMap<usize, Tensor<B, 2>> = HashMap::new();
         if !missing.is_empty() {
-            let idx: Vec<i64> = missing.iter().map(|&r| r as i64).collect();
-            let index =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [missing.len()]), &device);
+            let index = crate::input::index_tensor::<B>(&missing, &device);
             let lower = BackboneInput {
                 embeds: input.embeds.clone().select(0, index.clone()),
                 // Rebuilt from the host copy: burn-flex 0.21's `select` on a bool tensor returns

@@ -1,4 +1,4 @@
-//! Mutation fuzzing on stable Rust: thousands of seeded random mutations of valid model files (the
+//! Mutation fuzzing on stable Rust (the mutators are `ptune-testkit`'s): thousands of seeded random mutations of valid model files (the
 //! tiny BERT and Llama safetensors folders, their `config.json`, a tiny Llama GGUF written here, and
 //! with the fetched models a real `tokenizer.json`). Every mutant must load or fail with a typed
 //! error: a panic fails the test (counted under `catch_unwind`), an abort or an out-of-memory kill
@@ -8,189 +8,14 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use common::fixtures_dir;
+use ptune_testkit::{mutate_bytes, mutate_json, scratch, Rng, Tally};
 use ptune_transformer::{load_model, Backbone, BackboneInput, TextTokenizer};
 
 type B = NdArray;
-
-/// A seeded splitmix64 generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Values a length or size field is set to: zero, small, huge, and the edges.
-const HUGE: [u64; 7] = [0, 1, 255, 1 << 31, 1 << 40, u64::MAX / 2, u64::MAX];
-
-/// One random mutation of a binary file: truncation, bit flips, a u64 / u32 field set to an extreme
-/// value (length fields of safetensors and GGUF headers among them), a zeroed or duplicated range.
-fn mutate_bytes(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    let n = out.len().max(1);
-    match rng.below(6) {
-        0 => out.truncate(rng.below(n)),
-        1 => {
-            for _ in 0..1 + rng.below(8) {
-                let i = rng.below(n);
-                if let Some(b) = out.get_mut(i) {
-                    *b ^= 1 << rng.below(8);
-                }
-            }
-        }
-        2 => {
-            // Header fields sit at the start: favour the first 256 bytes.
-            let i = if rng.below(2) == 0 { rng.below(256.min(n)) } else { rng.below(n) };
-            let v = HUGE[rng.below(HUGE.len())].to_le_bytes();
-            for (k, b) in v.iter().enumerate() {
-                if let Some(x) = out.get_mut(i + k) {
-                    *x = *b;
-                }
-            }
-        }
-        3 => {
-            let i = rng.below(256.min(n));
-            let v = (HUGE[rng.below(HUGE.len())] as u32).to_le_bytes();
-            for (k, b) in v.iter().enumerate() {
-                if let Some(x) = out.get_mut(i + k) {
-                    *x = *b;
-                }
-            }
-        }
-        4 => {
-            let (a, len) = (rng.below(n), 1 + rng.below(64));
-            for b in out.iter_mut().skip(a).take(len) {
-                *b = 0;
-            }
-        }
-        _ => {
-            let (a, len) = (rng.below(n), 1 + rng.below(64));
-            let piece: Vec<u8> = out.iter().skip(a).take(len).copied().collect();
-            let at = rng.below(n);
-            out.splice(at.min(out.len())..at.min(out.len()), piece);
-        }
-    }
-    out
-}
-
-/// One random mutation of a JSON text: a number set to an extreme (huge, negative, fractional, a
-/// string), a value replaced by another type, a character deleted, a key duplicated, truncation.
-fn mutate_json(text: &str, rng: &mut Rng) -> String {
-    let numbers: Vec<(usize, usize)> = {
-        let b = text.as_bytes();
-        let mut spans = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e') {
-                    i += 1;
-                }
-                spans.push((start, i));
-            }
-            i += 1;
-        }
-        spans
-    };
-    let replacements = [
-        "1000000000",
-        "0",
-        "-1",
-        "1e300",
-        "18446744073709551615",
-        "2.5",
-        "\"7\"",
-        "null",
-        "[]",
-        "{}",
-        "true",
-    ];
-    match rng.below(5) {
-        0 | 1 if !numbers.is_empty() => {
-            let (a, b) = numbers[rng.below(numbers.len())];
-            format!("{}{}{}", &text[..a], replacements[rng.below(replacements.len())], &text[b..])
-        }
-        2 => {
-            let mut chars: Vec<char> = text.chars().collect();
-            if !chars.is_empty() {
-                chars.remove(rng.below(chars.len()));
-            }
-            chars.into_iter().collect()
-        }
-        3 => {
-            // Duplicate one `"key": value,` line (serde takes the last or rejects it).
-            let lines: Vec<&str> = text.lines().collect();
-            let i = rng.below(lines.len());
-            let mut out: Vec<&str> = lines.clone();
-            out.insert(i, lines[i]);
-            out.join("\n")
-        }
-        _ => {
-            let cut = rng.below(text.len().max(1));
-            let cut = (0..=cut).rev().find(|&c| text.is_char_boundary(c)).unwrap_or(0);
-            text[..cut].to_string()
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    inputs: usize,
-    loaded: usize,
-    errors: usize,
-    panics: Vec<String>,
-}
-
-impl Tally {
-    /// Runs `f` under `catch_unwind`; `Ok(true)` loads count as loaded, `Ok(false)` as errors.
-    fn run(&mut self, what: &str, f: impl FnOnce() -> bool) {
-        self.inputs += 1;
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(true) => self.loaded += 1,
-            Ok(false) => self.errors += 1,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                self.panics.push(format!("{what}: {msg}"));
-            }
-        }
-    }
-
-    fn check(&self, name: &str) {
-        eprintln!(
-            "{name}: {} inputs, {} loaded, {} typed errors, {} panics",
-            self.inputs,
-            self.loaded,
-            self.errors,
-            self.panics.len()
-        );
-        assert!(self.panics.is_empty(), "{name}: panics: {:#?}", &self.panics);
-        assert!(self.errors > 0, "{name}: no mutant was rejected, so nothing was tested");
-    }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ptune-fuzz-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Loads `path` and, when it loads, runs one forward pass (a loaded mutant must also run or fail
 /// cleanly).

@@ -184,13 +184,7 @@ fn activations_table<B: FrozenOps>(
 ) -> crate::error::Result<Tensor<B, 2>> {
     let device = backbone.embedding_matrix().device();
     let n = ids.len();
-    let id_tensor = Tensor::<B, 2, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(
-            ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(),
-            [1, n],
-        ),
-        &device,
-    );
+    let id_tensor = ptune_transformer::ids_tensor::<B>(ids, &device);
     let kv = backbone.key_values(BackboneInput::new(backbone.embed(id_tensor)))?;
     let mut parts = Vec::with_capacity(layers.len() * 2);
     for &l in layers {

@@ -2,7 +2,7 @@
 //! PEFT: `PromptTuningConfig`, `PromptEmbedding`.
 
 use burn::config::Config;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 use ptune_reparam::{PromptTable, Reparam};
 use ptune_transformer::FrozenOps;
 use ptune_transformer::{Backbone, TextTokenizer};
@@ -112,10 +112,7 @@ pub(crate) fn embedding_rows<B: FrozenOps>(
     let dims = backbone.dims();
     ptune_transformer::check_ids(ids, dims.vocab_size)?;
     let matrix = backbone.embedding_matrix();
-    let index = Tensor::<B, 1, Int>::from_data(
-        TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [ids.len()]),
-        &matrix.device(),
-    );
+    let index = ptune_transformer::ids_tensor::<B>(ids, &matrix.device()).reshape([ids.len()]);
     Ok(matrix.select(0, index))
 }
 
