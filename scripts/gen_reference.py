@@ -9,7 +9,13 @@ Reference stack: scripts/requirements.txt (torch CPU, transformers 4.57.6). Run 
 
 Writes crates/ptune-transformer/tests/fixtures/:
   tiny-bert/{config.json, model.safetensors, tokenizer.json}, tiny-llama/{...}, tiny-roberta/{...}, tiny-qwen2/{...}:
-      small random models (seeded);
+      small random models (seeded); tiny-llama3/: Llama 3.1 RoPE scaling, saved as shards with
+      model.safetensors.index.json;
+  gguf_kquants.json: random Q4_K/Q5_K/Q6_K blocks and the `gguf` package's dequantized values;
+and crates/ptune-train/tests/fixtures/text_metrics.json (step `text_metrics`; sacrebleu 2.5.1,
+  rouge_score 0.1.2): tokens and scores of the BLEU / ROUGE-L the generation metrics must equal;
+and crates/ptune-data/tests/fixtures/*.parquet (step `parquet_files`, pyarrow 22.0.0): data files
+  as HF `datasets` writes them;
   tiny_<model>_reference.json: their outputs on fixed inputs, plain, with a padding mask, and with
       a random prefix passed as past_key_values (a DynamicCache, as PEFT does);
   minilm_reference.json: real all-MiniLM-L6-v2 token ids and last hidden states on fixed sentences;
@@ -156,9 +162,10 @@ def tiny_roberta():
     encoder_fixture("roberta", model, 3, 7)
 
 
-def decoder_fixture(name, model, seed):
+def decoder_fixture(name, model, seed, max_shard_size=None):
     """Writes tiny-<name>/ and tiny_<name>_reference.json for a Llama-family decoder (vocab 128)."""
-    model.save_pretrained(OUT / f"tiny-{name}", safe_serialization=True)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(OUT / f"tiny-{name}", safe_serialization=True, **kwargs)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 128, (2, 6), generator=g)
     mask = torch.ones(2, 6, dtype=torch.long)
@@ -203,6 +210,145 @@ def tiny_qwen2():
     model = Qwen2ForCausalLM(cfg).eval()
     randomize(model, 6)
     decoder_fixture("qwen2", model, 7)
+
+
+def tiny_llama3():
+    # Llama 3.1 RoPE scaling (`rope_type: llama3`), with an original context of 32 positions so
+    # the 8 frequencies of head_dim 16 fall in all three bands (kept, interpolated, divided);
+    # saved in ~100 KB shards (model.safetensors.index.json), as large checkpoints are.
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=False,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+                      attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    randomize(model, 8)
+    decoder_fixture("llama3", model, 9, max_shard_size="100KB")
+
+
+def gguf_kquants():
+    """gguf_kquants.json: random Q4_K / Q5_K / Q6_K blocks (finite f16 scales) and their values as
+    the `gguf` package dequantizes them (gguf.quants, a port of ggml-quants.c)."""
+    import gguf
+    import numpy as np
+    rng = np.random.default_rng(11)
+    out = {}
+    for qtype in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q5_K,
+                  gguf.GGMLQuantizationType.Q6_K):
+        per_block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        blocks = rng.integers(0, 256, size=(3, block_bytes), dtype=np.uint8)
+        scales = (rng.standard_normal((3, 2)) * 0.05).astype(np.float16).view(np.uint8)
+        if qtype == gguf.GGMLQuantizationType.Q6_K:
+            blocks[:, -2:] = scales[:, :2]  # d is the last field
+        else:
+            blocks[:, :4] = scales  # d, dmin are the first fields
+        values = gguf.quants.dequantize(blocks.reshape(-1), qtype)
+        assert values.size == 3 * per_block and np.isfinite(values).all()
+        out[qtype.name] = {"bytes": blocks.reshape(-1).tobytes().hex(),
+                           "values": [float(f"{x:.9g}") for x in values.reshape(-1).tolist()]}
+    (OUT / "gguf_kquants.json").write_text(json.dumps(out))
+
+
+TRICKY_LINES = [
+    "The Eagle is a coffee shop near Burger King, rated 5 out of 5.",
+    "Prices: £20-25 (moderate); it's kid-friendly!",
+    "1,000.50 dollars, 3.5 stars, 20-30 minutes... and then?",
+    "  leading and trailing spaces   ",
+    "well-known \"quoted\" words & <tags> &amp; &quot;entities&quot; &lt;x&gt;",
+    "line one-\nline two\nline three <skipped> end",
+    "Ünïcödé café — naïve façade, 10% off @home #1 [x] {y} ~z `w` ^v _u |t/s\\r",
+    "a.b,c 1.2 3,4 x.5 6.y 7-8 -9 z- ",
+    "",
+    "The Wrestlers' fast food, it is in the riverside area.",
+    "İstanbul Straße ÆØÅ ǅ",
+]
+
+
+def text_metrics():
+    """crates/ptune-train/tests/fixtures/text_metrics.json: sacreBLEU 13a tokens and rouge_score
+    tokens of tricky lines; corpus BLEU (sacrebleu.corpus_bleu, its defaults) and per-sentence
+    ROUGE-L F (rouge_score, no stemming, best of the references) of seeded synthetic corpora with
+    a varying number of references per hypothesis."""
+    import random
+    import sacrebleu
+    from rouge_score import rouge_scorer, tokenize
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+    assert sacrebleu.__version__ == "2.5.1", sacrebleu.__version__
+    tok13a = Tokenizer13a()
+    words = ("the a restaurant coffee shop near Burger King . , is in city centre riverside area "
+             "It's family-friendly not 5 out of 3.5 £20-25 price range high low customer rating "
+             "Italian food serves called The Eagle and with ! ? ( ) 1,000 20-30 -").split()
+    rng = random.Random(13)
+
+    def sentence(n):
+        out = ""
+        for _ in range(n):
+            w = rng.choice(words)
+            out += w if rng.random() < 0.15 else " " + w
+        return out.strip()
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    corpora = []
+    for size, max_refs in [(1, 1), (5, 3), (40, 4), (120, 6)]:
+        hyps, refs = [], []
+        for i in range(size):
+            rs = [sentence(rng.randint(3, 20)) for _ in range(rng.randint(1, max_refs))]
+            # hypotheses: a perturbed reference (shares n-grams) or an unrelated sentence
+            if rng.random() < 0.7:
+                h = rs[0].split()
+                rng.shuffle(h[: max(1, len(h) // 3)])
+                h = " ".join(h[: rng.randint(1, len(h))] + sentence(rng.randint(0, 5)).split())
+            else:
+                h = sentence(rng.randint(1, 12))
+            hyps.append(h)
+            refs.append(rs)
+        streams = [[r[k] if k < len(r) else None for r in refs] for k in range(max(map(len, refs)))]
+        bleu = sacrebleu.corpus_bleu(hyps, streams).score
+        rouge = [scorer.score_multi(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)]
+        corpora.append({"hypotheses": hyps, "references": refs, "sacrebleu": bleu, "rouge_l": rouge})
+    out = {
+        "lines": TRICKY_LINES,
+        "tokens_13a": [tok13a(line.rstrip()).split() for line in TRICKY_LINES],
+        "tokens_rouge": [tokenize.tokenize(line, None) for line in TRICKY_LINES],
+        "corpora": corpora,
+        "bleu_tricky": sacrebleu.corpus_bleu(TRICKY_LINES, [TRICKY_LINES[1:] + TRICKY_LINES[:1]]).score,
+    }
+    path = ROOT / "crates" / "ptune-train" / "tests" / "fixtures" / "text_metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
+
+
+def parquet_files():
+    """crates/ptune-data/tests/fixtures/*.parquet: data files as HF `datasets` stores them on the
+    Hub (pyarrow, snappy): classification with integer class ids and a sentence pair, tagging with
+    list columns, generation, and one with a null text in row 3."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    assert pa.__version__ == "22.0.0", pa.__version__
+    out = ROOT / "crates" / "ptune-data" / "tests" / "fixtures"
+    out.mkdir(parents=True, exist_ok=True)
+    good = ["a great film", "the best story", "fun and very good", "love the acting"]
+    bad = ["a dull movie", "the worst plot", "boring and bad", "hate the story"]
+    texts = [(good if i % 2 == 0 else bad)[i // 2 % 4] + f" {i}" for i in range(20)]
+    pq.write_table(pa.table({
+        "sentence": pa.array(texts, pa.string()),
+        "other": pa.array([f"pair {i}" for i in range(20)], pa.string()),
+        "label": pa.array([i % 2 for i in range(20)], pa.int64()),
+    }), out / "classify.parquet", compression="snappy")
+    pq.write_table(pa.table({
+        "tokens": pa.array([["w", f"x{i}", "y"] for i in range(12)], pa.list_(pa.string())),
+        "ner_tags": pa.array([["B-a", "I-a", "O"] for _ in range(12)], pa.list_(pa.string())),
+    }), out / "tagged.parquet", compression="snappy")
+    pq.write_table(pa.table({
+        "source": pa.array([f"name[x{i // 2}]" for i in range(16)], pa.string()),
+        "target": pa.array([f"It is x{i // 2}, variant {i % 2}." for i in range(16)], pa.string()),
+    }), out / "generate.parquet", compression="snappy")
+    pq.write_table(pa.table({
+        "text": pa.array(["fine", "good", None, "bad"], pa.string()),
+        "label": pa.array(["pos", "pos", "neg", "neg"], pa.string()),
+    }), out / "null_text.parquet", compression="snappy")
 
 
 MINILM_SENTENCES = [
@@ -357,7 +503,9 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     PEFT_OUT.mkdir(parents=True, exist_ok=True)
     steps = {"tiny_bert": tiny_bert, "tiny_bert_tokenizer": tiny_bert_tokenizer, "tiny_llama": tiny_llama, "tiny_roberta": tiny_roberta,
-             "tiny_qwen2": tiny_qwen2, "minilm": minilm, "smollm2": smollm2,
+             "tiny_qwen2": tiny_qwen2, "tiny_llama3": tiny_llama3, "gguf_kquants": gguf_kquants,
+             "text_metrics": text_metrics, "parquet_files": parquet_files,
+             "minilm": minilm, "smollm2": smollm2,
              "peft_adapters": peft_adapters, "roundtrip": roundtrip}
     for name in sys.argv[1:] or [k for k in steps if k != "roundtrip"]:
         steps[name]()

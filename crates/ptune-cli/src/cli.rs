@@ -26,6 +26,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
+    /// Shell completions for ptune: `ptune completions bash > /etc/bash_completion.d/ptune`
+    /// (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Architecture, layers, heads, KV heads, hidden size, vocabulary and parameter count of a model.
     Info {
         /// Model folder or GGUF file.

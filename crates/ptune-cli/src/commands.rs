@@ -51,6 +51,7 @@ fn run<B: FrozenOps>(command: Command) -> Result<()> {
         Command::Predict(args) => crate::run::predict_texts::<B>(args),
         Command::Generate(args) => crate::run::generate_text::<B>(args),
         Command::Compare(_) => bail!("`compare` runs on several backends: main dispatches it"),
+        Command::Completions { .. } => bail!("`completions` needs no backend: main answers it"),
         Command::Params { model, virtual_tokens, encoder_hidden } => {
             let loaded = load_model::<B>(&model, &device)?;
             params(&loaded, virtual_tokens, encoder_hidden)

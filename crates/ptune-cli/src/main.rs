@@ -10,6 +10,7 @@
 //! ptune [--backend …] eval RUN [--split dev|test]
 //! ptune [--backend …] predict RUN TEXT…
 //! ptune [--backend …] generate [--run RUN] [--model M] TEXT [--decoding greedy|sample|beam]
+//! ptune completions bash|zsh|fish|elvish|powershell
 //! ```
 //! MODEL is an HF folder (config.json + model.safetensors + tokenizer.json), a GGUF file, or a
 //! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
@@ -38,10 +39,17 @@ use cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Exit codes: 0 success, 1 a failure (a bad file, a failed run: the error is printed), 2 a
+/// command-line usage error (clap's: an unknown flag, a value outside its choices).
 fn main() -> Result<()> {
     let cli = Cli::parse();
     progress::init_logging(cli.verbose, cli.quiet);
     match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ptune", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Compare(args) => {
             let mut results = Vec::new();
             for &choice in &args.backends {

@@ -41,9 +41,40 @@ pub struct PredictArgs {
     pub run: PathBuf,
     /// Texts to label (one per argument); for `tag`, words are split on whitespace.
     pub texts: Vec<String>,
-    /// A file with one text per line instead.
+    /// A file of texts: one per line, or JSON Lines (`.jsonl`) with the text in `--text-field`.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// The field of each `.jsonl` input object that holds the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Write one JSON object per text (`text`, `label`, `score`, `scores` by label; `tags`; or
+    /// `generation`) instead of tab-separated lines.
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+/// The texts of `ptune predict`: arguments, then the `--input` file (plain lines or JSONL).
+fn predict_inputs(a: &PredictArgs) -> Result<Vec<String>> {
+    let mut texts = a.texts.clone();
+    let Some(path) = &a.input else { return Ok(texts) };
+    let body =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+    for (i, line) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        if !jsonl {
+            texts.push(line.to_string());
+            continue;
+        }
+        let where_ = || format!("{}:{}", path.display(), i + 1);
+        let row: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", where_()))?;
+        match row.get(&a.text_field) {
+            Some(serde_json::Value::String(t)) => texts.push(t.clone()),
+            Some(other) => bail!("{}: `{}` is {other}, not a text", where_(), a.text_field),
+            None => bail!("{}: no `{}` field", where_(), a.text_field),
+        }
+    }
+    Ok(texts)
 }
 
 /// How `ptune generate` picks tokens.
@@ -92,6 +123,15 @@ pub struct GenerateArgs {
     /// Most new tokens.
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
+    /// Stop before this text (repeat for several).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// HF's repetition penalty (1.0 is off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+    /// Print the whole text at the end instead of streaming it token by token.
+    #[arg(long)]
+    pub no_stream: bool,
 }
 
 /// `ptune eval`: the run's task metrics on a split; prints them and writes `<run>/eval-<split>.json`.
@@ -119,36 +159,54 @@ pub fn eval<B: FrozenOps>(a: EvalArgs) -> Result<()> {
 
 /// `ptune predict`: labels (with their probability), word tags or generations for texts.
 pub fn predict_texts<B: FrozenOps>(a: PredictArgs) -> Result<()> {
-    let mut texts = a.texts.clone();
-    if let Some(path) = &a.input {
-        let body =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
-    }
+    let texts = predict_inputs(&a)?;
     if texts.is_empty() {
         bail!("nothing to predict: give texts or --input FILE");
     }
     let (info, _) = TaskInfo::load(&a.run)?;
     let mut stdout = std::io::stdout().lock();
+    let mut emit = |text: &str, tsv: String, json: serde_json::Value| -> Result<()> {
+        if a.jsonl {
+            let mut obj = serde_json::json!({ "text": text });
+            if let (Some(obj), serde_json::Value::Object(fields)) = (obj.as_object_mut(), json) {
+                obj.extend(fields);
+            }
+            writeln!(stdout, "{obj}")?;
+        } else {
+            writeln!(stdout, "{tsv}")?;
+        }
+        Ok(())
+    };
     match info.task {
         TaskKind::Classify | TaskKind::Cloze => {
             let classifier = TextClassifier::<B>::from_run(&a.run)?;
+            let labels = classifier.labels().to_vec();
             for (t, p) in texts.iter().zip(classifier.predict(&texts)?) {
-                writeln!(stdout, "{}\t{:.4}\t{t}", p.label, p.scores[p.index])?;
+                let score = p.scores.get(p.index).copied().unwrap_or(f32::NAN);
+                let scores: serde_json::Map<String, serde_json::Value> =
+                    labels.iter().cloned().zip(p.scores.iter().map(|&s| s.into())).collect();
+                let json =
+                    serde_json::json!({ "label": p.label, "score": score, "scores": scores });
+                emit(t, format!("{}\t{score:.4}\t{t}", p.label), json)?;
             }
         }
         TaskKind::Generate => {
             let generator = Generator::<B>::from_run(&a.run)?;
             for t in &texts {
-                writeln!(stdout, "{t}\t{}", generator.generate(t, &GenerateOptions::default())?)?;
+                let out = generator.generate(t, &GenerateOptions::default())?;
+                emit(t, format!("{t}\t{out}"), serde_json::json!({ "generation": out }))?;
             }
         }
         TaskKind::Tag => {
             let tagger = Tagger::<B>::from_run(&a.run)?;
-            for words in tagger.tag(&texts)? {
+            for (t, words) in texts.iter().zip(tagger.tag(&texts)?) {
                 let cells: Vec<String> =
                     words.iter().map(|w| format!("{}/{}", w.word, w.tag)).collect();
-                writeln!(stdout, "{}", cells.join(" "))?;
+                let tags: Vec<serde_json::Value> = words
+                    .iter()
+                    .map(|w| serde_json::json!({ "word": w.word, "tag": w.tag }))
+                    .collect();
+                emit(t, cells.join(" "), serde_json::json!({ "tags": tags }))?;
             }
         }
     }
@@ -176,7 +234,26 @@ pub fn generate_text<B: FrozenOps>(a: GenerateArgs) -> Result<()> {
         },
         DecodingKind::Beam => Decoding::Beam { width: a.beams, length_penalty: a.length_penalty },
     };
-    let options = GenerateOptions { max_new_tokens: a.max_new_tokens, decoding };
-    println!("{}", generator.generate(&a.text, &options)?);
+    let options = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        decoding,
+        stop: a.stop.clone(),
+        repetition_penalty: a.repetition_penalty,
+    };
+    if a.no_stream {
+        println!("{}", generator.generate(&a.text, &options)?);
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout();
+    let mut failed = None;
+    generator.generate_stream(&a.text, &options, &mut |piece| {
+        if failed.is_none() {
+            failed = write!(stdout, "{piece}").and_then(|()| stdout.flush()).err();
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    println!();
     Ok(())
 }

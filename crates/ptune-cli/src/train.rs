@@ -34,6 +34,33 @@ pub struct TrainArgs {
     /// or .jsonl with `tokens`+`tags` lists (tag).
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Dev file, with a training file as `--dataset` (default: cut from the training file).
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    /// Test file, with a training file as `--dataset` (default: cut from the training file).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Column (JSON key or CSV/TSV header) of the text [default: text].
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// Column of the second text of sentence pairs (classify; default: single sentences).
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    /// Column of the class label (text, integer or bool) [default: label].
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Tagging: key of the words list [default: tokens].
+    #[arg(long)]
+    pub tokens_column: Option<String>,
+    /// Tagging: key of the BIO tags list [default: tags].
+    #[arg(long)]
+    pub tags_column: Option<String>,
+    /// Generation: column of the source [default: source].
+    #[arg(long)]
+    pub source_column: Option<String>,
+    /// Generation: column of the target [default: target].
+    #[arg(long)]
+    pub target_column: Option<String>,
     /// The task (default: from the data set; `classify` for files).
     #[arg(long, value_enum)]
     pub task: Option<TaskKind>,
@@ -118,9 +145,20 @@ pub struct TrainArgs {
     pub baselines: bool,
 }
 
-/// The options of a TOML run file (`ptune train --config FILE`).
+/// The options of a TOML run file (`ptune train --config FILE`): the long options of `ptune
+/// train` with `_` for `-`; an unknown key is an error naming the known ones.
 fn parse_run_file(text: &str) -> Result<TrainArgs> {
-    Ok(toml::from_str(text)?)
+    let table: toml::Table = toml::from_str(text)?;
+    let command = <TrainArgs as clap::Args>::augment_args(clap::Command::new("train"));
+    let known: Vec<String> = command
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .filter(|id| id != "config")
+        .collect();
+    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+        anyhow::bail!("unknown option `{key}` (run files take: {})", known.join(", "));
+    }
+    Ok(table.try_into()?)
 }
 
 fn merged(cli: TrainArgs) -> Result<TrainArgs> {
@@ -140,6 +178,15 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         model,
         method,
         dataset,
+        dev,
+        test,
+        text_column,
+        text_pair_column,
+        label_column,
+        tokens_column,
+        tags_column,
+        source_column,
+        target_column,
         task,
         cloze_template,
         verbalizer,
@@ -175,6 +222,17 @@ impl TrainArgs {
                 name.parse()
                     .map_err(|e| anyhow::anyhow!("{e}; or `{LINEAR_PROBE}` for the head only"))?,
             ),
+        };
+        job.dev = self.dev.clone();
+        job.test = self.test.clone();
+        job.columns = ptune_data::Columns {
+            text: self.text_column.clone(),
+            text_pair: self.text_pair_column.clone(),
+            label: self.label_column.clone(),
+            tokens: self.tokens_column.clone(),
+            tags: self.tags_column.clone(),
+            source: self.source_column.clone(),
+            target: self.target_column.clone(),
         };
         job.task = self.task;
         job.method_options = self.method_options.clone();
@@ -273,6 +331,17 @@ mod tests {
         assert_eq!(parse_run_file(example).unwrap().job().unwrap().dataset, "uci-sentiment");
         let e = parse_run_file("pooling = \"max\"").unwrap_err().to_string();
         assert!(e.contains("max"), "{e}");
+        let e = parse_run_file("lr = 1e-2\nlearning_rate = 3").unwrap_err().to_string();
+        assert!(e.contains("unknown option `learning_rate`") && e.contains("lr"), "{e}");
+        let e = parse_run_file("config = \"x.toml\"").unwrap_err().to_string();
+        assert!(e.contains("unknown option `config`"), "{e}");
+        let job =
+            parse_run_file("dataset = \"a.csv\"\ndev = \"b.csv\"\ntext_column = \"sentence\"")
+                .unwrap()
+                .job()
+                .unwrap();
+        assert_eq!(job.dev, Some(PathBuf::from("b.csv")));
+        assert_eq!(job.columns.text.as_deref(), Some("sentence"));
     }
 
     /// Mutated run files parse into a job or give an error, never a panic.

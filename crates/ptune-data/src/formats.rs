@@ -1,4 +1,6 @@
-//! Table formats with column mapping: JSONL (one object per line), CSV and TSV (with a header row).
+//! Table formats with column mapping: JSONL (one object per line), CSV and TSV (with a header row),
+//! and Parquet (what HF `datasets` stores on the Hub; its rows are read as JSON objects, so the JSONL
+//! rules apply, with the row number as the line).
 
 use std::path::Path;
 
@@ -13,17 +15,20 @@ pub enum Format {
     Csv,
     /// Tab-separated, header row.
     Tsv,
+    /// Apache Parquet (uncompressed or snappy), one row per record.
+    Parquet,
 }
 
 impl Format {
-    /// From the file extension (`.jsonl`/`.json`, `.csv`, `.tsv`/`.tab`).
+    /// From the file extension (`.jsonl`/`.ndjson`, `.csv`, `.tsv`/`.tab`, `.parquet`).
     pub fn from_path(path: &Path) -> Result<Self> {
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("jsonl") | Some("ndjson") => Ok(Format::Jsonl),
             Some("csv") => Ok(Format::Csv),
             Some("tsv") | Some("tab") => Ok(Format::Tsv),
+            Some("parquet") => Ok(Format::Parquet),
             _ => Err(DataError::Dataset(format!(
-                "{}: unknown format (use .jsonl, .csv or .tsv)",
+                "{}: unknown format (use .jsonl, .csv, .tsv or .parquet)",
                 path.display()
             ))),
         }
@@ -39,11 +44,14 @@ pub struct ColumnMap {
     pub pair: Option<String>,
     /// The label (or the target, for generation).
     pub label: String,
+    /// The label column holds free text (a generation target): in JSON it must be a string, as
+    /// text columns must; otherwise integers and booleans are read as label names too.
+    pub label_is_text: bool,
 }
 
 impl Default for ColumnMap {
     fn default() -> Self {
-        Self { text: "text".into(), pair: None, label: "label".into() }
+        Self { text: "text".into(), pair: None, label: "label".into(), label_is_text: false }
     }
 }
 
@@ -64,11 +72,48 @@ fn row_err(path: &Path, line: usize, message: impl Into<String>) -> DataError {
     DataError::Row { path: path.to_path_buf(), line, message: message.into() }
 }
 
-fn json_field(v: &serde_json::Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
+/// A text field of a JSON row: it must be a string (a number or an object where a text is
+/// expected is an error, not its JSON spelling).
+fn json_text(v: &serde_json::Value, key: &str) -> std::result::Result<String, String> {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        None | Some(serde_json::Value::Null) => Err(format!("no `{key}` field")),
+        Some(other) => Err(format!("`{key}` is {other}, not a text")),
+    }
+}
+
+/// A label field of a JSON row: a string, an integer or a boolean (HF data sets store class ids
+/// as integers), spelled as written.
+fn json_label(v: &serde_json::Value, key: &str) -> std::result::Result<String, String> {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
+        None | Some(serde_json::Value::Null) => Err(format!("no `{key}` field")),
+        Some(other) => Err(format!("`{key}` is {other}, not a label (text, integer or bool)")),
+    }
+}
+
+/// The JSON rows of a JSONL or Parquet file, each with its 1-based line (Parquet: row) number;
+/// `None` for the CSV/TSV formats.
+pub fn json_rows(path: &Path) -> Result<Option<Vec<(usize, serde_json::Value)>>> {
+    match Format::from_path(path)? {
+        Format::Parquet => crate::parquet_rows::read_rows(path).map(Some),
+        Format::Jsonl => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })?;
+            let mut rows = Vec::new();
+            for (i, raw) in text.lines().enumerate() {
+                if raw.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(raw)
+                    .map_err(|e| row_err(path, i + 1, format!("not JSON: {e}")))?;
+                rows.push((i + 1, v));
+            }
+            Ok(Some(rows))
+        }
+        Format::Csv | Format::Tsv => Ok(None),
     }
 }
 
@@ -76,31 +121,27 @@ fn json_field(v: &serde_json::Value, key: &str) -> Option<String> {
 /// empty file is [`DataError::Empty`].
 pub fn read_table(path: &Path, map: &ColumnMap) -> Result<Vec<Record>> {
     let format = Format::from_path(path)?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })?;
     let mut records = Vec::new();
-    match format {
-        Format::Jsonl => {
-            for (i, raw) in text.lines().enumerate() {
-                let line = i + 1;
-                if raw.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(raw)
-                    .map_err(|e| row_err(path, line, format!("not JSON: {e}")))?;
-                let get = |key: &str| {
-                    json_field(&v, key)
-                        .ok_or_else(|| row_err(path, line, format!("no `{key}` field")))
-                };
-                records.push(Record {
-                    text: get(&map.text)?,
-                    pair: map.pair.as_ref().map(|k| get(k)).transpose()?,
-                    label: get(&map.label)?,
-                    line,
-                });
-            }
+    if let Some(rows) = json_rows(path)? {
+        for (line, v) in rows {
+            let text = |key: &str| json_text(&v, key).map_err(|m| row_err(path, line, m));
+            records.push(Record {
+                text: text(&map.text)?,
+                pair: map.pair.as_ref().map(|k| text(k)).transpose()?,
+                label: if map.label_is_text {
+                    text(&map.label)?
+                } else {
+                    json_label(&v, &map.label).map_err(|m| row_err(path, line, m))?
+                },
+                line,
+            });
         }
+    }
+    match format {
+        Format::Jsonl | Format::Parquet => {}
         Format::Csv | Format::Tsv => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })?;
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(if format == Format::Csv { b',' } else { b'\t' })
                 .has_headers(true)

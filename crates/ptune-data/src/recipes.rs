@@ -23,7 +23,7 @@ pub struct TextSplits {
 }
 
 fn pick<T: Clone>(rows: &[T], idx: &[usize]) -> Vec<T> {
-    idx.iter().map(|&i| rows[i].clone()).collect()
+    idx.iter().filter_map(|&i| rows.get(i).cloned()).collect()
 }
 
 fn split_records(records: Vec<Record>, labels: Vec<String>, source: PathBuf) -> TextSplits {
@@ -234,7 +234,9 @@ fn split_by_source(rows: Vec<(String, String)>, path: &Path) -> Result<Generatio
         pairs.push(GenerationPair { source, target, group });
     }
     let which = split_groups(sources.len(), 0.1, 0.1, SPLIT_SEED);
-    let part = |k: u8| pairs.iter().filter(|p| which[p.group] == k).cloned().collect::<Vec<_>>();
+    let part = |k: u8| {
+        pairs.iter().filter(|p| which.get(p.group) == Some(&k)).cloned().collect::<Vec<_>>()
+    };
     Ok(Splits { train: part(0), dev: part(1), test: part(2) })
 }
 
@@ -250,7 +252,7 @@ pub fn generation(name_or_path: &str) -> Result<GenerationSet> {
             "`{name_or_path}` is neither a packaged generation data set (e2e) nor a file"
         )));
     }
-    let map = ColumnMap { text: "source".into(), pair: None, label: "target".into() };
+    let map = crate::source::Columns::default().generation();
     let rows = read_table(path, &map)?.into_iter().map(|r| (r.text, r.label)).collect();
     split_by_source(rows, path)
 }

@@ -42,13 +42,12 @@ pub fn split_indices(
     test: f64,
     seed: u64,
 ) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-    let order = shuffled(n, seed);
-    let n_dev = (n as f64 * dev).round() as usize;
-    let n_test = (n as f64 * test).round() as usize;
-    let dev_idx = order[..n_dev].to_vec();
-    let test_idx = order[n_dev..n_dev + n_test].to_vec();
-    let train_idx = order[n_dev + n_test..].to_vec();
-    (train_idx, dev_idx, test_idx)
+    let mut order = shuffled(n, seed).into_iter();
+    let n_dev = ((n as f64 * dev).round() as usize).min(n);
+    let n_test = ((n as f64 * test).round() as usize).min(n - n_dev);
+    let dev_idx: Vec<usize> = order.by_ref().take(n_dev).collect();
+    let test_idx: Vec<usize> = order.by_ref().take(n_test).collect();
+    (order.collect(), dev_idx, test_idx)
 }
 
 /// Splits groups (e.g. E2E meaning representations) rather than rows: every row of a group lands in
@@ -56,11 +55,12 @@ pub fn split_indices(
 pub fn split_groups(n_groups: usize, dev: f64, test: f64, seed: u64) -> Vec<u8> {
     let (_, dev_idx, test_idx) = split_indices(n_groups, dev, test, seed);
     let mut which = vec![0u8; n_groups];
-    for i in dev_idx {
-        which[i] = 1;
-    }
-    for i in test_idx {
-        which[i] = 2;
+    for (indices, split) in [(dev_idx, 1), (test_idx, 2)] {
+        for i in indices {
+            if let Some(w) = which.get_mut(i) {
+                *w = split;
+            }
+        }
     }
     which
 }

@@ -85,24 +85,23 @@ pub fn bio_labels<'a>(sentences: impl IntoIterator<Item = &'a TaggedSentence>) -
     labels
 }
 
-/// Reads a JSONL file of `{"<tokens_key>": [words], "<tags_key>": [tags]}`; rows whose lists differ
-/// in length, tags that are not BIO, and non-string entries are errors naming file and line.
+/// Reads a JSONL (or Parquet, with list columns) file of `{"<tokens_key>": [words], "<tags_key>":
+/// [tags]}`; rows whose lists differ in length, tags that are not BIO, and non-string entries are
+/// errors naming file and line.
 pub fn read_tagged_jsonl(
     path: &Path,
     tokens_key: &str,
     tags_key: &str,
 ) -> Result<Vec<TaggedSentence>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })?;
+    let rows = crate::formats::json_rows(path)?.ok_or_else(|| {
+        DataError::Dataset(format!(
+            "{}: tagged sentences are read from .jsonl or .parquet (list columns)",
+            path.display()
+        ))
+    })?;
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
+    for (line, v) in rows {
         let bad = |m: String| DataError::Row { path: path.to_path_buf(), line, message: m };
-        let v: serde_json::Value =
-            serde_json::from_str(raw).map_err(|e| bad(format!("not JSON: {e}")))?;
         let list = |key: &str| -> Result<Vec<String>> {
             v.get(key)
                 .and_then(|x| x.as_array())
@@ -186,14 +185,14 @@ pub fn tag_reference(mr: &str, reference: &str) -> (Vec<String>, Vec<String>) {
         if needle.is_empty() || needle.len() > lower.len() {
             continue;
         }
-        let hit = (0..=lower.len() - needle.len()).find(|&s| {
-            lower[s..s + needle.len()] == needle[..]
-                && tags[s..s + needle.len()].iter().all(|t| t == "O")
+        let n = needle.len();
+        let hit = (0..=lower.len() - n).find(|&s| {
+            lower.get(s..s + n) == Some(&needle[..])
+                && tags.get(s..s + n).is_some_and(|span| span.iter().all(|t| t == "O"))
         });
-        if let Some(s) = hit {
-            tags[s] = format!("B-{slot}");
-            for t in &mut tags[s + 1..s + needle.len()] {
-                *t = format!("I-{slot}");
+        if let Some(span) = hit.and_then(|s| tags.get_mut(s..s + n)) {
+            for (k, t) in span.iter_mut().enumerate() {
+                *t = format!("{}-{slot}", if k == 0 { "B" } else { "I" });
             }
         }
     }
@@ -234,7 +233,8 @@ pub fn tagging(name_or_path: &str) -> Result<TaggedSplits> {
     let rows = read_tagged_jsonl(path, "tokens", "tags")?;
     let (train, dev, test) =
         crate::split::split_indices(rows.len(), 0.1, 0.1, crate::recipes::SPLIT_SEED);
-    let pick = |idx: Vec<usize>| idx.into_iter().map(|i| rows[i].clone()).collect::<Vec<_>>();
+    let pick =
+        |idx: Vec<usize>| idx.into_iter().filter_map(|i| rows.get(i).cloned()).collect::<Vec<_>>();
     Ok(TaggedSplits {
         splits: Splits { train: pick(train), dev: pick(dev), test: pick(test) },
         source: path.to_path_buf(),
@@ -253,10 +253,9 @@ pub fn tokenize_tagging(
 ) -> Result<Vec<TaggedExample>> {
     // The tokenizer's special tokens around a text, e.g. BERT's [CLS] … [SEP]; none for SmolLM2.
     let wrap = tokenizer.encode("")?;
-    let (head, tail): (Vec<u32>, Vec<u32>) = match wrap.len() {
-        0 => (vec![], vec![]),
-        1 => (wrap, vec![]),
-        _ => (vec![wrap[0]], wrap[1..].to_vec()),
+    let (head, tail): (Vec<u32>, Vec<u32>) = match wrap.split_first() {
+        None => (vec![], vec![]),
+        Some((&first, rest)) => (vec![first], rest.to_vec()),
     };
     sentences
         .par_iter()

@@ -47,10 +47,10 @@ pub struct ClassificationSet {
 /// Truncates `ids` to `max_len`, keeping the final token (e.g. BERT's `[SEP]`) when `keep_last`.
 pub fn truncate(mut ids: Vec<u32>, max_len: usize, keep_last: bool) -> Vec<u32> {
     if ids.len() > max_len && max_len > 0 {
-        let last = ids[ids.len() - 1];
+        let last = ids.last().copied();
         ids.truncate(max_len);
-        if keep_last {
-            ids[max_len - 1] = last;
+        if let (true, Some(last), Some(end)) = (keep_last, last, ids.last_mut()) {
+            *end = last;
         }
     }
     ids

@@ -60,8 +60,10 @@ fn short_csv_row_and_unknown_label_name_their_line() {
 
 #[test]
 fn unknown_format_and_bad_scores() {
-    let e = read_table(&write("x.parquet", "x"), &ColumnMap::default()).unwrap_err();
+    let e = read_table(&write("x.xlsx", "x"), &ColumnMap::default()).unwrap_err();
     assert!(e.to_string().contains("unknown format"), "{e}");
+    let e = read_table(&write("x.parquet", "x"), &ColumnMap::default()).unwrap_err();
+    assert!(e.to_string().contains("not a Parquet file"), "{e}");
     let dir = std::env::temp_dir().join(format!("ptune-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

@@ -128,3 +128,43 @@ fn mutated_data_files_never_panic() {
         tally.check(name);
     }
 }
+
+/// Parquet files (the fixtures pyarrow wrote, as HF `datasets` does) with their bytes mutated:
+/// truncated footers, flipped bits in pages and metadata, huge lengths.
+#[test]
+fn mutated_parquet_files_never_panic() {
+    let tok = tokenizer();
+    let dir = scratch("parquet");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut rng = Rng(23);
+    for name in ["classify.parquet", "tagged.parquet", "generate.parquet"] {
+        let original = std::fs::read(fixtures.join(name)).unwrap();
+        let path = dir.join(name);
+        let read = |path: &Path| -> bool {
+            let p = path.to_str().unwrap();
+            let columns = ptune_data::Columns {
+                text: Some("sentence".into()),
+                tags: Some("ner_tags".into()),
+                ..ptune_data::Columns::default()
+            };
+            let spec = ptune_data::DataSpec { columns, ..ptune_data::DataSpec::named(p) };
+            let result = match name {
+                "tagged.parquet" => spec.tagging().map(|_| ()),
+                "generate.parquet" => spec.generation().map(|_| ()),
+                _ => spec.classification().and_then(|t| {
+                    tokenize_classification(&t.splits.train, &t.labels, &tok, 16, &t.source)
+                        .map(|_| ())
+                }),
+            };
+            result.is_ok()
+        };
+        std::fs::write(&path, &original).unwrap();
+        assert!(read(&path), "{name} must load unmutated");
+        let mut tally = Tally::default();
+        for i in 0..300 {
+            std::fs::write(&path, mutate_bytes(&original, &mut rng)).unwrap();
+            tally.run(&format!("{name} mutant {i}"), || read(&path));
+        }
+        tally.check(name);
+    }
+}

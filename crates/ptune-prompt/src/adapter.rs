@@ -9,6 +9,8 @@
 //! [`load_peft_encoder`] reads a PEFT prompt encoder's own weights (`embedding`, `mlp_head`,
 //! `lstm_head`, `transform`) into ptune's encoders. Files are written atomically (temp + rename).
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 use ptune_transformer::FrozenOps;
 use std::collections::HashMap;
 use std::path::Path;
@@ -76,28 +78,25 @@ pub fn safetensors_bytes(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result
 /// A tensor on the host: its shape and its values in row-major order.
 pub type HostTensor = (Vec<usize>, Vec<f32>);
 
-/// Reads every tensor of a safetensors file as f32; a NaN or infinite value is an error naming
-/// the tensor and the index.
+/// Reads every tensor of a safetensors file as f32 (stored as F32, F16 or BF16, as PEFT saves
+/// adapters of half-precision models); a NaN or infinite value is an error naming the tensor and
+/// the index.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let bytes = std::fs::read(path).map_err(|e| adapter_err(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| adapter_err(path, e))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
+        let data = ptune_transformer::loader::safetensors::decode(view.dtype(), view.data())
+            .ok_or_else(|| {
+                adapter_err(
+                    path,
+                    format!("tensor `{name}` is {:?}, expected F32, F16 or BF16", view.dtype()),
+                )
+            })?;
+        if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(adapter_err(
                 path,
-                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(adapter_err(
-                path,
-                format!("tensor `{name}` has a non-finite value ({}) at flat index {i}", data[i]),
+                format!("tensor `{name}` has a non-finite value ({v}) at flat index {i}"),
             ));
         }
         out.insert(name, (view.shape().to_vec(), data));
@@ -334,18 +333,23 @@ fn load_torch_lstm<'a, B: FrozenOps>(
             ];
             for (g, gate) in gates.into_iter().enumerate() {
                 let rows = g * h..(g + 1) * h;
+                let part = |v: &'a [f32], range: std::ops::Range<usize>, what: &str| {
+                    v.get(range).ok_or_else(|| {
+                        adapter_err(path, format!("LSTM {what} of layer {k}{suffix} is too short"))
+                    })
+                };
                 gate.input_transform = linear_from_torch(
-                    &w_ih[rows.start * d_in..rows.end * d_in],
+                    part(w_ih, rows.start * d_in..rows.end * d_in, "input weight")?,
                     *d_in,
                     h,
-                    Some(&b_ih[rows.clone()]),
+                    Some(part(b_ih, rows.clone(), "input bias")?),
                     device,
                 )?;
                 gate.hidden_transform = linear_from_torch(
-                    &w_hh[rows.start * h..rows.end * h],
+                    part(w_hh, rows.start * h..rows.end * h, "hidden weight")?,
                     h,
                     h,
-                    Some(&b_hh[rows]),
+                    Some(part(b_hh, rows, "hidden bias")?),
                     device,
                 )?;
             }

@@ -3,6 +3,8 @@
 //! through a temporary folder and two renames, with a recovery step for a kill between the two.
 //! Folders carry `checksums.sha256` (sha256sum's format), checked when they are read back.
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

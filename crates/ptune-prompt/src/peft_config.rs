@@ -3,6 +3,8 @@
 //! the same `null`s) PEFT 0.21.2 writes; read leniently (missing optional fields take PEFT's
 //! defaults, unknown fields are ignored).
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -10,6 +10,8 @@
 //! loading checks, so a run killed while saving leaves the previous state intact and a damaged
 //! state is an error, not a silent restart ([`crate::files`]).
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 use ptune_transformer::FrozenOps;
 use std::path::Path;
 
@@ -80,13 +82,29 @@ where
 {
     crate::files::recover_dir(dir)?;
     crate::files::verify_dir(dir)?;
-    let record = recorder().load(dir.join("trainable"), device).map_err(|e| adapter_err(dir, e))?;
-    let module = module.load_record(record);
+    let record = guarded(dir, "trainable.mpk", || recorder().load(dir.join("trainable"), device))?
+        .map_err(|e| adapter_err(dir, e))?;
+    let module = guarded(dir, "trainable.mpk", || module.load_record(record))?;
     let optim_record =
-        recorder().load(dir.join("optimizer"), device).map_err(|e| adapter_err(dir, e))?;
-    let optimizer = optimizer.load_record(optim_record);
+        guarded(dir, "optimizer.mpk", || recorder().load(dir.join("optimizer"), device))?
+            .map_err(|e| adapter_err(dir, e))?;
+    let optimizer = guarded(dir, "optimizer.mpk", || optimizer.load_record(optim_record))?;
     let path = dir.join("training_state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| adapter_err(&path, e))?;
     let progress = serde_json::from_str(&text).map_err(|e| adapter_err(&path, e))?;
     Ok((module, optimizer, progress))
+}
+
+/// Runs one step of Burn's record loading, turning a panic into an error naming `file`. Burn's
+/// records panic on some malformed contents instead of returning an error (a parameter id that is
+/// not base32, for one: `ParamId::deserialize`), and a state file is user input.
+fn guarded<T>(dir: &Path, file: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unreadable contents".into());
+        adapter_err(&dir.join(file), format!("corrupt training state: {why}"))
+    })
 }

@@ -95,3 +95,61 @@ fn encoders_reproduce_peft_tables() {
     encoders_match_peft::<burn::backend::NdArray>("bert");
     encoders_match_peft::<burn::backend::NdArray>("llama");
 }
+
+/// PEFT saves adapters of half-precision models in F16 or BF16: they load, each value the f32
+/// one rounded to the half type, and give PEFT's logits to half precision.
+#[test]
+fn half_precision_adapter_files_load() {
+    use ptune_prompt::adapter::{load_adapter, read_safetensors};
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    type B = burn::backend::NdArray;
+    let backbone = tiny::<B>("bert");
+    let name = "bert-prompt-tuning";
+    let src = peft_fixture(name);
+    let original = read_safetensors(&src.join("adapter_model.safetensors")).unwrap();
+    for dtype in [Dtype::F16, Dtype::BF16] {
+        let dir = std::env::temp_dir().join(format!("ptune-half-{dtype:?}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+        let round = |x: f32| match dtype {
+            Dtype::F16 => half::f16::from_f32(x).to_f32(),
+            _ => half::bf16::from_f32(x).to_f32(),
+        };
+        let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = original
+            .iter()
+            .map(|(k, (shape, data))| {
+                let bytes = data
+                    .iter()
+                    .flat_map(|&x| match dtype {
+                        Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                        _ => half::bf16::from_f32(x).to_le_bytes(),
+                    })
+                    .collect();
+                (k.clone(), shape.clone(), bytes)
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = encoded
+            .iter()
+            .map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+            .collect();
+        let path = dir.join("adapter_model.safetensors");
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        let back = read_safetensors(&path).unwrap();
+        for (k, (shape, data)) in &original {
+            assert_eq!(&back[k].0, shape);
+            let expected: Vec<f32> = data.iter().map(|&x| round(x)).collect();
+            assert_eq!(back[k].1, expected, "{k} as {dtype:?}");
+        }
+        let adapter = load_adapter::<B>(&dir, &backbone.dims(), &Default::default()).unwrap();
+        let reference = json(src.join("reference.json"));
+        let batch = adapter.prompt.prepare(&backbone, &rows(&reference)).expect("prepare");
+        let ours = task_logits(&backbone, adapter.head.as_ref(), batch);
+        let diff = max_diff(&ours, &floats(&reference["logits"]), |_| true);
+        assert!(diff < 5e-2, "{dtype:?}: {diff}");
+    }
+}

@@ -55,6 +55,51 @@ pub struct GenerationConfig {
     pub eos: Option<u32>,
     /// Decoding strategy.
     pub decoding: Decoding,
+    /// HF's `repetition_penalty` (CTRL's): the logit of every token already in the source or the
+    /// output is divided by it when positive and multiplied by it when negative; 1.0 is off.
+    #[serde(default = "no_penalty")]
+    pub repetition_penalty: f64,
+}
+
+fn no_penalty() -> f64 {
+    1.0
+}
+
+impl GenerationConfig {
+    /// Greedy decoding of at most `max_new_tokens`, stopping at `eos`, no penalty.
+    pub fn greedy(max_new_tokens: usize, eos: Option<u32>) -> Self {
+        Self { max_new_tokens, eos, decoding: Decoding::Greedy, repetition_penalty: 1.0 }
+    }
+}
+
+/// What a streaming caller says after each new token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on decoding.
+    Continue,
+    /// Stop now (e.g. a stop string appeared); the tokens so far are the output.
+    Stop,
+}
+
+/// HF's `RepetitionPenaltyLogitsProcessor` on one row of logits: every token of `seen` (counted
+/// once) is divided by `penalty` when its logit is positive and multiplied when negative.
+pub fn apply_repetition_penalty(
+    row: &mut [f32],
+    seen: impl IntoIterator<Item = u32>,
+    penalty: f64,
+) {
+    if penalty == 1.0 {
+        return;
+    }
+    let penalty = penalty as f32;
+    let mut done = std::collections::HashSet::new();
+    for t in seen {
+        if done.insert(t) {
+            if let Some(x) = row.get_mut(t as usize) {
+                *x = if *x < 0.0 { *x * penalty } else { *x / penalty };
+            }
+        }
+    }
 }
 
 /// A decoding session: the prompted first pass, then one token per row per step.
@@ -126,6 +171,14 @@ fn host_rows<B: FrozenOps>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
     Ok(flat.chunks(v.max(1)).map(<[f32]>::to_vec).collect())
 }
 
+/// In-place log-softmax of one row (f64 accumulation).
+fn host_log_softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let log_z = max as f64 + z.ln();
+    row.iter_mut().for_each(|x| *x = (*x as f64 - log_z) as f32);
+}
+
 fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
@@ -188,11 +241,30 @@ pub fn generate<B: FrozenOps>(
     source: &[u32],
     cfg: &GenerationConfig,
 ) -> Result<Vec<u32>> {
+    generate_streaming(backbone, prompt, source, cfg, &mut |_| Flow::Continue)
+}
+
+/// [`generate`], calling `on_token` with the output so far after every new token of greedy and
+/// sampled decoding (beam search calls it once, with the chosen hypothesis); `Flow::Stop` ends
+/// decoding with the tokens so far.
+pub fn generate_streaming<B: FrozenOps>(
+    backbone: &dyn Backbone<B>,
+    prompt: Option<&SoftPrompt<B>>,
+    source: &[u32],
+    cfg: &GenerationConfig,
+    on_token: &mut dyn FnMut(&[u32]) -> Flow,
+) -> Result<Vec<u32>> {
     if cfg.max_new_tokens == 0 {
         return Ok(Vec::new());
     }
+    let penalty = cfg.repetition_penalty;
+    if !(penalty.is_finite() && penalty > 0.0) {
+        return Err(TrainError::Config(format!(
+            "repetition_penalty must be a positive number, not {penalty}"
+        )));
+    }
     match &cfg.decoding {
-        Decoding::Greedy => sequential(backbone, prompt, source, cfg, argmax),
+        Decoding::Greedy => sequential(backbone, prompt, source, cfg, on_token, argmax),
         Decoding::Sample { temperature, top_k, top_p, seed } => {
             let bad_temperature = temperature.is_nan() || *temperature <= 0.0;
             if bad_temperature || top_p.is_some_and(|p| p.is_nan() || p <= 0.0 || p > 1.0) {
@@ -201,13 +273,15 @@ pub fn generate<B: FrozenOps>(
                 ));
             }
             let mut rng = ptune_data::split::SplitMix::new(*seed);
-            sequential(backbone, prompt, source, cfg, |row| {
+            sequential(backbone, prompt, source, cfg, on_token, |row| {
                 let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
                 sample_token(row, *temperature, *top_k, *top_p, u)
             })
         }
         Decoding::Beam { width, length_penalty } => {
-            beam(backbone, prompt, source, cfg, (*width).max(1), *length_penalty)
+            let out = beam(backbone, prompt, source, cfg, (*width).max(1), *length_penalty)?;
+            on_token(&out);
+            Ok(out)
         }
     }
 }
@@ -217,18 +291,21 @@ fn sequential<B: FrozenOps>(
     prompt: Option<&SoftPrompt<B>>,
     source: &[u32],
     cfg: &GenerationConfig,
+    on_token: &mut dyn FnMut(&[u32]) -> Flow,
     mut choose: impl FnMut(&[f32]) -> u32,
 ) -> Result<Vec<u32>> {
     let (mut session, mut logits) = Session::start(backbone, prompt, source, 1)?;
     let mut out = Vec::new();
     loop {
-        let row = host_rows(logits)?.remove(0);
+        let mut row = host_rows(logits)?.remove(0);
+        let seen = source.iter().chain(&out).copied();
+        apply_repetition_penalty(&mut row, seen, cfg.repetition_penalty);
         let next = choose(&row);
         if Some(next) == cfg.eos {
             break;
         }
         out.push(next);
-        if out.len() == cfg.max_new_tokens {
+        if on_token(&out) == Flow::Stop || out.len() == cfg.max_new_tokens {
             break;
         }
         logits = session.step(&[next])?;
@@ -251,7 +328,17 @@ fn beam<B: FrozenOps>(
     let mut alive: Vec<(Vec<u32>, f64)> = vec![(Vec::new(), 0.0)];
     let mut finished: Vec<(Vec<u32>, f64)> = Vec::new();
     for step in 0..cfg.max_new_tokens {
-        let logp = host_rows(log_softmax(logits, 1))?;
+        let logp = if cfg.repetition_penalty == 1.0 {
+            host_rows(log_softmax(logits, 1))?
+        } else {
+            let mut rows = host_rows(logits)?;
+            for (row, (tokens, _)) in rows.iter_mut().zip(&alive) {
+                let seen = source.iter().chain(tokens).copied();
+                apply_repetition_penalty(row, seen, cfg.repetition_penalty);
+                host_log_softmax(row);
+            }
+            rows
+        };
         let mut candidates: Vec<(usize, u32, f64)> = Vec::new();
         for (h, (_, score)) in alive.iter().enumerate() {
             let row = &logp[h];
@@ -318,6 +405,16 @@ fn beam<B: FrozenOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repetition_penalty_follows_hf() {
+        let mut row = [2.0f32, -1.0, 0.5, 4.0];
+        apply_repetition_penalty(&mut row, [0, 1, 1, 9], 2.0); // 1 counted once, 9 out of range
+        assert_eq!(row, [1.0, -2.0, 0.5, 4.0]);
+        let mut same = [1.0f32, -1.0];
+        apply_repetition_penalty(&mut same, [0, 1], 1.0);
+        assert_eq!(same, [1.0, -1.0]);
+    }
 
     #[test]
     fn sampling_respects_top_k_and_top_p() {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{evaluate, pooled, Classifier, Pooling};
 use crate::error::{Result, TrainError};
-use crate::generate::{generate, Decoding, GenerationConfig};
+use crate::generate::{generate_streaming, Decoding, Flow, GenerationConfig};
 use crate::job::{eos_of, load_data, TaskData};
 use crate::lm::{
     cloze_logits, cloze_predict, generate_all, generation_scores, mean_target_loss, verbalizer,
@@ -126,6 +126,9 @@ pub struct EvalReport {
     pub split: Split,
     /// Every metric of the task, by name.
     pub metrics: BTreeMap<String, f64>,
+    /// Examples evaluated (rows; generation: target rows for the loss).
+    #[serde(default)]
+    pub examples: usize,
     /// Generation: the first few (source, generation) pairs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<(String, String)>,
@@ -182,7 +185,10 @@ impl<B: FrozenOps> TrainedRun<B> {
     ) -> Result<EvalReport> {
         let mut info = self.info.clone();
         if let Some(d) = dataset {
+            // Another data set: the run's own dev / test files do not apply to it.
             info.dataset = d.to_string();
+            info.dev = None;
+            info.test = None;
         }
         let labels_before = info.labels.clone();
         let data = load_data(&mut info, &self.tokenizer, usize::MAX, eos_of(&self.backbone))?;
@@ -198,6 +204,11 @@ impl<B: FrozenOps> TrainedRun<B> {
         let prompt = self.prompt.as_ref();
         let batch = options.batch_size.max(1);
         let mut samples = Vec::new();
+        let examples = match &data {
+            TaskData::Labelled(d) => split.pick(&d.splits).len(),
+            TaskData::Tagged(d) => split.pick(&d.splits).len(),
+            TaskData::Generation { examples, .. } => split.pick(examples).len(),
+        };
         let pairs: Vec<(&str, f64)> = match &data {
             TaskData::Labelled(d) if info.task == TaskKind::Classify => {
                 let ex = split.pick(&d.splits);
@@ -250,7 +261,13 @@ impl<B: FrozenOps> TrainedRun<B> {
                 )));
             }
         }
-        Ok(EvalReport { dataset: info.dataset, split, metrics: metrics_map(&pairs), samples })
+        Ok(EvalReport {
+            dataset: info.dataset,
+            split,
+            metrics: metrics_map(&pairs),
+            examples,
+            samples,
+        })
     }
 }
 
@@ -474,11 +491,101 @@ pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// Greedy (default), sampling or beam search.
     pub decoding: Decoding,
+    /// Texts that end the generation where they first appear; the output stops before them
+    /// (as OpenAI-style servers do). Empty strings are ignored.
+    pub stop: Vec<String>,
+    /// HF's `repetition_penalty` (1.0, the default, is off).
+    pub repetition_penalty: f64,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 48, decoding: Decoding::Greedy }
+        Self {
+            max_new_tokens: 48,
+            decoding: Decoding::Greedy,
+            stop: Vec::new(),
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+/// Turns the decoded text after each token into streamable pieces: leading whitespace dropped,
+/// the text cut before the first stop string, and nothing emitted that a stop string could still
+/// claim (a suffix that begins a stop string) or that is an incomplete character (`U+FFFD` at the
+/// end of a partial byte sequence).
+#[derive(Debug, Clone)]
+pub struct StopText {
+    stops: Vec<String>,
+    emitted: usize,
+    text: String,
+    stopped: bool,
+}
+
+impl StopText {
+    /// Watches for `stops` (empty strings are ignored).
+    pub fn new(stops: &[String]) -> Self {
+        let stops = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
+        Self { stops, emitted: 0, text: String::new(), stopped: false }
+    }
+
+    /// Takes the whole decoded output so far; returns the new text safe to show and whether a
+    /// stop string was reached.
+    pub fn update(&mut self, decoded: &str) -> (String, bool) {
+        if self.stopped {
+            return (String::new(), true);
+        }
+        let text = decoded.trim_start();
+        let cut = self.stops.iter().filter_map(|s| text.find(s.as_str())).min();
+        let (visible, stopped) = match cut {
+            Some(at) => (text.get(..at).unwrap_or(text), true),
+            None => (text, false),
+        };
+        // Hold back a suffix that could grow into a stop string, and a trailing partial character.
+        let mut safe = visible.len();
+        if !stopped {
+            for stop in &self.stops {
+                for (i, _) in stop.char_indices().skip(1) {
+                    if let Some(prefix) = stop.get(..i) {
+                        if visible.ends_with(prefix) {
+                            safe = safe.min(visible.len() - prefix.len());
+                        }
+                    }
+                }
+            }
+            if let Some(pos) = visible.rfind('\u{FFFD}') {
+                if visible.get(pos..).is_some_and(|rest| rest.chars().count() == 1) {
+                    safe = safe.min(pos);
+                }
+            }
+        }
+        let mut delta = String::new();
+        // Decoding may rewrite earlier text (rarely); only text that extends what was shown is
+        // emitted.
+        if safe > self.emitted && visible.get(..self.emitted) == self.text.get(..self.emitted) {
+            delta = visible.get(self.emitted..safe).unwrap_or_default().to_string();
+            self.emitted = safe;
+        }
+        self.text = visible.to_string();
+        self.stopped = stopped;
+        (delta, stopped)
+    }
+
+    /// At the end of decoding: the text held back so far (a partial stop string that never
+    /// completed, a last character), trailing whitespace dropped.
+    pub fn flush(&mut self) -> String {
+        let end = self.text.trim_end().len();
+        let rest = if end > self.emitted {
+            self.text.get(self.emitted..end).unwrap_or_default().to_string()
+        } else {
+            String::new()
+        };
+        self.emitted = self.emitted.max(end);
+        rest
+    }
+
+    /// The final text: cut before the first stop string, surrounding whitespace trimmed.
+    pub fn finish(&self) -> String {
+        self.text.trim().to_string()
     }
 }
 
@@ -531,14 +638,109 @@ impl<B: FrozenOps> Generator<B> {
 
     /// The continuation of `source` (followed by the run's separator), decoded to text.
     pub fn generate(&self, source: &str, options: &GenerateOptions) -> Result<String> {
+        self.generate_stream(source, options, &mut |_| {})
+    }
+
+    /// [`Generator::generate`], handing each new piece of text to `on_text` as it is decoded
+    /// (greedy and sampling stream token by token; beam search hands over its result at the end).
+    /// Returns the whole text, as `generate` does.
+    pub fn generate_stream(
+        &self,
+        source: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<String> {
         let ids = self.tokenizer.encode_plain(&format!("{source}{}", self.separator))?;
         let eos = self.backbone.as_decoder().and_then(|d| d.eos_token_id());
         let config = GenerationConfig {
             max_new_tokens: options.max_new_tokens,
             eos,
             decoding: options.decoding.clone(),
+            repetition_penalty: options.repetition_penalty,
         };
-        let out = generate(&self.backbone, self.prompt.as_ref(), &ids, &config)?;
-        Ok(self.tokenizer.decode(&out)?.trim().to_string())
+        let mut text = StopText::new(&options.stop);
+        let mut failure = None;
+        generate_streaming(&self.backbone, self.prompt.as_ref(), &ids, &config, &mut |out| {
+            match self.tokenizer.decode(out) {
+                Ok(decoded) => {
+                    let (delta, stopped) = text.update(&decoded);
+                    if !delta.is_empty() {
+                        on_text(&delta);
+                    }
+                    if stopped {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    Flow::Stop
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        let rest = text.flush();
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+        Ok(text.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopText;
+
+    /// Feeds growing decodings; returns what was streamed and the final text.
+    fn stream(stops: &[&str], decodings: &[&str]) -> (Vec<String>, String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut t = StopText::new(&stops);
+        let mut pieces = Vec::new();
+        let mut stopped = false;
+        for d in decodings {
+            let (delta, stop) = t.update(d);
+            if !delta.is_empty() {
+                pieces.push(delta);
+            }
+            if stop {
+                stopped = true;
+                break;
+            }
+        }
+        let rest = t.flush();
+        if !rest.is_empty() {
+            pieces.push(rest);
+        }
+        (pieces, t.finish(), stopped)
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_and_are_never_streamed() {
+        let (pieces, text, stopped) = stream(
+            &["Usage:", "\n"],
+            &[" The", " The Eagle", " The Eagle Us", " The Eagle Usage", " The Eagle Usage:", " x"],
+        );
+        assert!(stopped);
+        assert_eq!(text, "The Eagle");
+        assert_eq!(pieces.concat(), "The Eagle ");
+        assert!(pieces.iter().all(|p| !p.contains("Us")), "{pieces:?}");
+        let (_, text, stopped) = stream(&["\n"], &["A", "A.", "A.\nB"]);
+        assert_eq!((text.as_str(), stopped), ("A.", true));
+        // A partial stop string at the end is shown once decoding ends without it.
+        let (pieces, text, stopped) = stream(&["Usage:"], &["The", "The Us"]);
+        assert_eq!((pieces.concat().as_str(), text.as_str(), stopped), ("The Us", "The Us", false));
+    }
+
+    #[test]
+    fn partial_characters_wait_for_their_last_byte() {
+        let (pieces, text, _) = stream(&[], &["caf", "caf\u{FFFD}", "café", "café!"]);
+        assert_eq!(pieces, ["caf", "é", "!"]);
+        assert_eq!(text, "café!");
+        // Without stop strings everything streams.
+        let (pieces, _, _) = stream(&[], &["a", "a b", "a b c"]);
+        assert_eq!(pieces.concat(), "a b c");
     }
 }

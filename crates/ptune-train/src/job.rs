@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use ptune_data::formats::{ColumnMap, Record};
+use ptune_data::formats::Record;
 use ptune_data::tagging::{bio_labels, tokenize_tagging, TaggedSentence, TaggingSet};
 use ptune_data::tasks::{tokenize_classification, tokenize_generation, GenerationPair, LmExample};
+use ptune_data::Columns;
 use ptune_data::{ClassificationSet, Splits};
 use ptune_prompt::{ClassifierHeadConfig, MethodKind, MethodOptions, SoftPrompt};
 use ptune_transformer::{load_model, Backbone, FrozenOps, TextTokenizer};
@@ -37,7 +38,9 @@ use crate::lm::{
     cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, verbalizer, CausalLm,
     Cloze, ReferenceSet,
 };
-use crate::run::{resolve_model, templated, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR};
+use crate::run::{
+    base_model_id, resolve_model, templated, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR,
+};
 use crate::tagging::{tagging_scores, TokenClassification};
 use crate::trainer::{train_observed, RunOptions, RunReport, TrainConfig};
 use crate::{TrainEvent, TrainObserver};
@@ -68,7 +71,7 @@ pub fn load_data(
 ) -> Result<TaskData> {
     match info.task {
         TaskKind::Classify | TaskKind::Cloze => {
-            let text = ptune_data::recipes::classification(&info.dataset, &ColumnMap::default())?;
+            let text = info.data_spec().classification()?;
             info.labels = text.labels.clone();
             let template = info.cloze_template.clone().filter(|_| info.task == TaskKind::Cloze);
             let tokenize = |records: &[Record]| -> Result<_> {
@@ -98,7 +101,7 @@ pub fn load_data(
             }))
         }
         TaskKind::Tag => {
-            let tagged = ptune_data::tagging::tagging(&info.dataset)?;
+            let tagged = info.data_spec().tagging()?;
             let s = &tagged.splits;
             let labels = bio_labels(s.train.iter().chain(&s.dev).chain(&s.test));
             info.labels = labels.clone();
@@ -118,7 +121,7 @@ pub fn load_data(
             }))
         }
         TaskKind::Generate => {
-            let mut pairs = ptune_data::recipes::generation(&info.dataset)?;
+            let mut pairs = info.data_spec().generation()?;
             pairs.train.truncate(train_limit);
             let sep = info.separator.clone().unwrap_or_else(|| SEPARATOR.into());
             let examples = pairs
@@ -139,8 +142,17 @@ pub fn eos_of<B: FrozenOps>(backbone: &dyn Backbone<B>) -> Option<u32> {
 pub struct TrainJob {
     /// `minilm`, `smollm2` (fetched by `cargo xtask fetch`), an HF folder or a GGUF file.
     pub model: String,
-    /// A recipe (`rt-sentences`, `uci-sentiment`, `e2e-slots`, `e2e`) or a data file.
+    /// A recipe (`rt-sentences`, `uci-sentiment`, `e2e-slots`, `e2e`) or the training file.
     pub dataset: String,
+    /// The dev file (with a training file; `None`: cut from the training file).
+    #[serde(default)]
+    pub dev: Option<PathBuf>,
+    /// The test file (with a training file; `None`: cut from the training file).
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// Column names of the data files.
+    #[serde(default)]
+    pub columns: Columns,
     /// The task (`None`: the data set's own, [`TaskKind::pick`]).
     pub task: Option<TaskKind>,
     /// The method; `None` trains the head alone (the linear probe).
@@ -175,6 +187,9 @@ impl TrainJob {
         Self {
             model: model.into(),
             dataset: dataset.into(),
+            dev: None,
+            test: None,
+            columns: Columns::default(),
             task: None,
             method: Some(MethodKind::PTuningV2),
             method_options: MethodOptions::default(),
@@ -236,6 +251,9 @@ impl TrainJob {
             task: kind,
             model: self.model.clone(),
             dataset: self.dataset.clone(),
+            dev: self.dev.clone(),
+            test: self.test.clone(),
+            columns: self.columns.clone(),
             labels: Vec::new(),
             pooling: (kind == TaskKind::Classify).then_some(self.pooling),
             cloze_template: (kind == TaskKind::Cloze)
@@ -261,11 +279,8 @@ impl TrainJob {
             Some(m) => Some(m.build(&self.method_options, &backbone, Some(&tok))?),
             None => None,
         };
-        let options = RunOptions {
-            out: out.to_path_buf(),
-            resume,
-            base_model: model_path.display().to_string(),
-        };
+        let options =
+            RunOptions { out: out.to_path_buf(), resume, base_model: base_model_id(&self.model) };
         let mut baselines: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
         let dataset = &self.dataset;
         let head_width = backbone.dims().hidden_size;

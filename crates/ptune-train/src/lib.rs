@@ -21,7 +21,9 @@ pub mod trainer;
 
 pub use classify::{Classifier, Pooling, SequenceClassification};
 pub use error::{Result, TrainError};
-pub use inference::{GenerateOptions, Generator, Prediction, Tagger, TextClassifier, TrainedRun};
+pub use inference::{
+    GenerateOptions, Generator, Prediction, StopText, Tagger, TextClassifier, TrainedRun,
+};
 pub use job::{JobOutcome, TrainJob};
 pub use run::{TaskInfo, TaskKind};
 pub use task::{Evaluation, Task};

@@ -14,7 +14,7 @@ use ptune_transformer::{Backbone, TextTokenizer};
 
 use crate::classify::cross_entropy;
 use crate::error::{Result, TrainError};
-use crate::generate::{generate, Decoding, GenerationConfig};
+use crate::generate::{generate, GenerationConfig};
 use crate::metrics::{accuracy, corpus_bleu, macro_f1, rouge_l};
 use crate::task::{decoder, prompted_batch, Evaluation, Task};
 use crate::trainer::metrics_map;
@@ -211,7 +211,7 @@ fn save_lm_adapter<B: FrozenOps>(
 
 /// Greedy decoding settings for evaluation.
 pub fn greedy(max_new_tokens: usize, eos: Option<u32>) -> GenerationConfig {
-    GenerationConfig { max_new_tokens, eos, decoding: Decoding::Greedy }
+    GenerationConfig::greedy(max_new_tokens, eos)
 }
 
 /// The verbalizer: one single-token word per label (e.g. `" negative"`, `" positive"`).

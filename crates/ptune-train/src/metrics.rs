@@ -1,5 +1,6 @@
 //! Metrics: accuracy and macro-F1 for classification; entity-level F1 for BIO tagging; corpus BLEU-4
-//! and ROUGE-L for generation.
+//! and ROUGE-L for generation, computed as sacreBLEU and `rouge_score` compute them (checked
+//! against both in `tests/text_metrics.rs`).
 
 use std::collections::HashMap;
 
@@ -37,22 +38,73 @@ fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
     counts
 }
 
-/// Corpus BLEU-4 (Papineni et al.) with several references per hypothesis, whitespace tokens,
-/// uniform weights, brevity penalty against the closest reference length; in `[0, 1]`.
+/// A regex of the metric tokenizers (literals, checked by the tests).
+fn re(pattern: &str) -> regex::Regex {
+    #[allow(clippy::expect_used)] // constant patterns, each exercised by the unit tests
+    regex::Regex::new(pattern).expect("a valid constant pattern")
+}
+
+/// sacreBLEU's default `13a` tokenization (mteval-v13a, as `sacrebleu.tokenizers.Tokenizer13a`
+/// after BLEU's `rstrip`): punctuation and symbols split off, periods and commas split unless
+/// next to a digit, a dash after a digit split; tokens are then the whitespace-separated parts.
+pub fn tokenize_13a(line: &str) -> Vec<String> {
+    static RULES: std::sync::LazyLock<[(regex::Regex, &str); 4]> = std::sync::LazyLock::new(|| {
+        [
+            // `([\{-\~\[-\` -\&\(-\+\:-\@\/])` → ` \1 `
+            (re(r"([\x7B-\x7E\x5B-\x60\x20-\x26\x28-\x2B\x3A-\x40/])"), " ${1} "),
+            (re(r"([^0-9])([.,])"), "${1} ${2} "),
+            (re(r"([.,])([^0-9])"), " ${1} ${2}"),
+            (re(r"([0-9])(-)"), "${1} ${2} "),
+        ]
+    });
+    let mut line = line.trim_end().replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
+    if line.contains('&') {
+        line = line
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
+    }
+    let mut line = format!(" {line} ");
+    for (rule, replacement) in RULES.iter() {
+        line = rule.replace_all(&line, *replacement).into_owned();
+    }
+    line.split_whitespace().map(String::from).collect()
+}
+
+/// `rouge_score`'s tokenization (no stemming): lowercase, every run of characters other than
+/// `a-z0-9` becomes a space, tokens are the non-empty parts.
+pub fn tokenize_rouge(text: &str) -> Vec<String> {
+    static NON_ALPHANUM: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| re("[^a-z0-9]+"));
+    NON_ALPHANUM
+        .replace_all(&text.to_lowercase(), " ")
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Corpus BLEU-4 as sacreBLEU computes it (`sacrebleu.corpus_bleu` with its defaults: `13a`
+/// tokens, cased, `exp` smoothing, brevity penalty against the closest reference length, ties
+/// to the shorter), divided by 100 so it lies in `[0, 1]`. A hypothesis may have any number of
+/// references.
 pub fn corpus_bleu(hypotheses: &[String], references: &[Vec<String>]) -> f64 {
     let mut matched = [0usize; 4];
     let mut total = [0usize; 4];
     let (mut hyp_len, mut ref_len) = (0usize, 0usize);
     for (hyp, refs) in hypotheses.iter().zip(references) {
-        let h: Vec<&str> = hyp.split_whitespace().collect();
-        let rs: Vec<Vec<&str>> = refs.iter().map(|r| r.split_whitespace().collect()).collect();
+        let h_tokens = tokenize_13a(hyp);
+        let h: Vec<&str> = h_tokens.iter().map(String::as_str).collect();
+        let r_tokens: Vec<Vec<String>> = refs.iter().map(|r| tokenize_13a(r)).collect();
+        let rs: Vec<Vec<&str>> =
+            r_tokens.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
         hyp_len += h.len();
         ref_len += rs
             .iter()
             .map(Vec::len)
             .min_by_key(|&l| ((l as i64 - h.len() as i64).abs(), l))
             .unwrap_or(0);
-        for n in 1..=4 {
+        for (n, (matched, total)) in (1..=4).zip(matched.iter_mut().zip(total.iter_mut())) {
             let hc = ngrams(&h, n);
             let mut max_ref: HashMap<Vec<String>, usize> = HashMap::new();
             for r in &rs {
@@ -62,32 +114,70 @@ pub fn corpus_bleu(hypotheses: &[String], references: &[Vec<String>]) -> f64 {
                 }
             }
             for (g, c) in &hc {
-                matched[n - 1] += (*c).min(max_ref.get(g).copied().unwrap_or(0));
+                *matched += (*c).min(max_ref.get(g).copied().unwrap_or(0));
             }
-            total[n - 1] += h.len().saturating_sub(n - 1);
+            *total += h.len().saturating_sub(n - 1);
         }
     }
-    if matched.contains(&0) || hyp_len == 0 {
-        return 0.0;
-    }
-    let log_p: f64 = (0..4).map(|i| (matched[i] as f64 / total[i] as f64).ln()).sum::<f64>() / 4.0;
-    let bp = if hyp_len > ref_len { 1.0 } else { (1.0 - ref_len as f64 / hyp_len as f64).exp() };
-    bp * log_p.exp()
+    bleu_from_counts(&matched, &total, hyp_len, ref_len)
 }
 
-/// ROUGE-L F-measure (β = 1) of a hypothesis against its best reference, whitespace tokens.
+/// sacreBLEU's `compute_bleu` with `exp` smoothing (NIST's: the k-th order with no match counts
+/// as `1 / (2^k · total)`), over percentages, divided by 100.
+fn bleu_from_counts(
+    matched: &[usize; 4],
+    total: &[usize; 4],
+    hyp_len: usize,
+    ref_len: usize,
+) -> f64 {
+    if matched.iter().all(|&m| m == 0) {
+        return 0.0;
+    }
+    let bp = if hyp_len >= ref_len {
+        1.0
+    } else if hyp_len > 0 {
+        (1.0 - ref_len as f64 / hyp_len as f64).exp()
+    } else {
+        0.0
+    };
+    let mut precisions = [0.0f64; 4];
+    let mut smooth = 1.0;
+    for ((p, &m), &t) in precisions.iter_mut().zip(matched).zip(total) {
+        if t == 0 {
+            break;
+        }
+        *p = if m == 0 {
+            smooth *= 2.0;
+            100.0 / (smooth * t as f64)
+        } else {
+            100.0 * m as f64 / t as f64
+        };
+    }
+    // sacreBLEU's `my_log`: log(0) counts as -9999999999.
+    let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
+    bp * (precisions.iter().map(|&p| log(p)).sum::<f64>() / 4.0).exp() / 100.0
+}
+
+/// ROUGE-L F-measure of a hypothesis against its best reference, as `rouge_score`'s
+/// `RougeScorer(["rougeL"]).score_multi` computes it (its tokenization, no stemming).
 pub fn rouge_l(hypothesis: &str, references: &[String]) -> f64 {
-    let h: Vec<&str> = hypothesis.split_whitespace().collect();
+    let h_tokens = tokenize_rouge(hypothesis);
+    let h: Vec<&str> = h_tokens.iter().map(String::as_str).collect();
     references
         .iter()
         .map(|r| {
-            let r: Vec<&str> = r.split_whitespace().collect();
-            let lcs = lcs_len(&h, &r) as f64;
-            if lcs == 0.0 {
+            let r_tokens = tokenize_rouge(r);
+            let r: Vec<&str> = r_tokens.iter().map(String::as_str).collect();
+            if h.is_empty() || r.is_empty() {
                 return 0.0;
             }
+            let lcs = lcs_len(&h, &r) as f64;
             let (p, rec) = (lcs / h.len() as f64, lcs / r.len() as f64);
-            2.0 * p * rec / (p + rec)
+            if p + rec > 0.0 {
+                2.0 * p * rec / (p + rec)
+            } else {
+                0.0
+            }
         })
         .fold(0.0, f64::max)
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ptune_data::{Columns, DataSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Pooling;
@@ -64,8 +65,17 @@ pub struct TaskInfo {
     pub task: TaskKind,
     /// Model name (`minilm`, `smollm2`) or path.
     pub model: String,
-    /// Data set name or path.
+    /// Data set name or path (the training file).
     pub dataset: String,
+    /// The dev file, when the run was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<PathBuf>,
+    /// The test file, when the run was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    /// Column names of the data files, where not the defaults.
+    #[serde(default, skip_serializing_if = "is_default_columns")]
+    pub columns: Columns,
     /// Label names (classify, tag, cloze).
     pub labels: Vec<String>,
     /// Pooling (classify).
@@ -80,7 +90,21 @@ pub struct TaskInfo {
     pub max_len: usize,
 }
 
+fn is_default_columns(c: &Columns) -> bool {
+    *c == Columns::default()
+}
+
 impl TaskInfo {
+    /// Where the run's rows come from.
+    pub fn data_spec(&self) -> DataSpec {
+        DataSpec {
+            dataset: self.dataset.clone(),
+            dev: self.dev.clone(),
+            test: self.test.clone(),
+            columns: self.columns.clone(),
+        }
+    }
+
     /// Writes `task.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -108,6 +132,35 @@ impl TaskInfo {
     }
 }
 
+/// What an adapter's `base_model_name_or_path` records for the model `name`: the Hub id when it is
+/// known (the packaged models' ids, a Hub id given as such, a folder inside an HF cache snapshot),
+/// else the path, so PEFT's `from_pretrained` can find the base model.
+pub fn base_model_id(name: &str) -> String {
+    match name {
+        "minilm" => return "sentence-transformers/all-MiniLM-L6-v2".into(),
+        "smollm2" => return "HuggingFaceTB/SmolLM2-135M-Instruct".into(),
+        _ => {}
+    }
+    let path = Path::new(name);
+    if !path.exists() {
+        if let Some((org, repo, _)) = ptune_transformer::hub::parse_hub_id(name) {
+            return format!("{org}/{repo}");
+        }
+    }
+    // …/models--org--name/snapshots/<commit>[/file]
+    let parts: Vec<String> =
+        path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let snapshot_follows = parts.get(i + 1).is_some_and(|p| p == "snapshots");
+        if let (Some(id), true) = (part.strip_prefix("models--"), snapshot_follows) {
+            if let Some((org, repo)) = id.split_once("--") {
+                return format!("{org}/{repo}");
+            }
+        }
+    }
+    name.to_string()
+}
+
 /// A model name as runs record it: `minilm` and `smollm2` are the fetched models
 /// (`cargo xtask fetch`), anything else is a path.
 pub fn resolve_model(name: &str) -> Result<PathBuf> {
@@ -115,4 +168,20 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
         return Ok(ptune_data::recipes::fetched("models", name)?);
     }
     Ok(PathBuf::from(name))
+}
+
+#[cfg(test)]
+mod base_model_tests {
+    use super::base_model_id;
+
+    #[test]
+    fn adapters_name_the_hub_id_when_known() {
+        assert_eq!(base_model_id("minilm"), "sentence-transformers/all-MiniLM-L6-v2");
+        assert_eq!(base_model_id("HuggingFaceTB/SmolLM2-135M@main"), "HuggingFaceTB/SmolLM2-135M");
+        assert_eq!(
+            base_model_id("/hf/hub/models--org--tiny-bert/snapshots/0123abcd"),
+            "org/tiny-bert"
+        );
+        assert_eq!(base_model_id("/models/my-bert"), "/models/my-bert");
+    }
 }

@@ -46,7 +46,7 @@ fn recomputed_next<B: FrozenOps>(
 }
 
 fn cfg(decoding: Decoding) -> GenerationConfig {
-    GenerationConfig { max_new_tokens: 8, eos: None, decoding }
+    GenerationConfig { decoding, ..GenerationConfig::greedy(8, None) }
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Model configs. The serde structs mirror Hugging Face `config.json` (`BertConfig`, `LlamaConfig`
 //! of transformers 4.57); unknown fields are ignored, missing optional fields take HF's defaults.
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -76,8 +78,9 @@ fn default_absolute() -> String {
 }
 
 /// HF `LlamaConfig` (modeling_llama.py), also read for Qwen2 (`Qwen2Config`, modeling_qwen2.py:
-/// the same decoder with biases on the query, key and value projections). RoPE scaling and
-/// sliding-window attention are not supported and rejected.
+/// the same decoder with biases on the query, key and value projections). RoPE scaling of the
+/// `linear` and `llama3` kinds is supported ([`RopeScaling`]); other kinds and sliding-window
+/// attention are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     /// HF's `model_type`: `llama` or `qwen2`.
@@ -110,7 +113,8 @@ pub struct LlamaConfig {
     /// RoPE base.
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// RoPE scaling (unsupported: must be absent or null).
+    /// RoPE scaling as HF writes it (`{"rope_type": "llama3", "factor": 8.0, …}`); read through
+    /// [`LlamaConfig::rope_scaling`].
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
     /// Whether the LM head shares the token embedding matrix.
@@ -158,7 +162,77 @@ impl BertConfig {
     }
 }
 
+/// RoPE frequency scaling (HF `ROPE_INIT_FUNCTIONS` in modeling_rope_utils.py).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `linear`: every inverse frequency divided by `factor` (positions interpolated).
+    Linear {
+        /// Interpolation factor.
+        factor: f64,
+    },
+    /// `llama3` (Llama 3.1+): low frequencies divided by `factor`, high ones kept, the band
+    /// between interpolated smoothly.
+    Llama3 {
+        /// Scale of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context length of pre-training.
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    /// Reads HF's `rope_scaling` object (`rope_type`, or the older `type`); `None` for the
+    /// `default` kind. Unknown kinds and missing or non-positive fields are errors.
+    pub fn from_hf(value: &serde_json::Value) -> std::result::Result<Option<Self>, String> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let obj = value.as_object().ok_or("rope_scaling must be an object")?;
+        let kind = obj
+            .get("rope_type")
+            .or_else(|| obj.get("type"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or("rope_scaling has no `rope_type`")?;
+        let num = |key: &str| -> std::result::Result<f64, String> {
+            obj.get(key)
+                .and_then(serde_json::Value::as_f64)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("rope_scaling `{kind}` needs a positive number `{key}`"))
+        };
+        match kind {
+            "default" => Ok(None),
+            "linear" => Ok(Some(RopeScaling::Linear { factor: num("factor")? })),
+            "llama3" => {
+                let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+                if high <= low {
+                    return Err(format!(
+                        "rope_scaling llama3: high_freq_factor {high} must exceed low_freq_factor {low}"
+                    ));
+                }
+                Ok(Some(RopeScaling::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_position_embeddings: num("original_max_position_embeddings")?,
+                }))
+            }
+            other => Err(format!(
+                "rope_scaling kind `{other}` is not supported (supported: default, linear, llama3)"
+            )),
+        }
+    }
+}
+
 impl LlamaConfig {
+    /// The RoPE scaling of the config, checked (`None` when absent, null or `default`).
+    pub fn rope_scaling(&self) -> std::result::Result<Option<RopeScaling>, String> {
+        self.rope_scaling.as_ref().map_or(Ok(None), RopeScaling::from_hf)
+    }
+
     /// Whether the query, key and value projections have a bias (Qwen2, or `attention_bias`).
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias || self.model_type == "qwen2"
@@ -333,9 +407,7 @@ impl ModelConfig {
                 if c.hidden_act != "silu" {
                     return Err(format!("hidden_act `{}` unsupported (only `silu`)", c.hidden_act));
                 }
-                if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-                    return Err("rope_scaling is not supported".into());
-                }
+                c.rope_scaling()?;
                 if c.use_sliding_window {
                     return Err("sliding-window attention is not supported".into());
                 }

@@ -23,6 +23,14 @@ pub enum TransformerError {
         /// What is wrong with it.
         message: String,
     },
+    /// A model name is neither an existing path nor a Hub id in the local HF cache.
+    #[error("model `{name}` not found: {looked}")]
+    ModelNotFound {
+        /// The name as given.
+        name: String,
+        /// Every place looked in, and why each failed.
+        looked: String,
+    },
     /// The config names an architecture this crate does not implement.
     #[error(
         "unknown architecture `{0}` (supported: {supported})",

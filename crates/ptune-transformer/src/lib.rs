@@ -14,6 +14,7 @@ pub mod config;
 pub mod dense;
 pub mod error;
 pub mod frozen;
+pub mod hub;
 pub mod input;
 pub mod llama;
 pub mod loader;
@@ -24,9 +25,10 @@ pub mod tokenizer;
 pub use attention::{LayerPrefix, PrefixKv};
 pub use cache::KvCache;
 pub use checkpoint::CheckpointedLayers;
-pub use config::{BackboneDims, BertConfig, LlamaConfig, ModelConfig, PositionPolicy};
+pub use config::{BackboneDims, BertConfig, LlamaConfig, ModelConfig, PositionPolicy, RopeScaling};
 pub use error::{Result, TransformerError};
 pub use frozen::FrozenOps;
+pub use hub::resolve_model_path;
 pub use input::{
     check_ids, ids_tensor, index_tensor, rows_at, Backbone, BackboneInput, Decoder, Encoder,
 };

@@ -1,4 +1,5 @@
-//! Opening a model from disk: an HF folder (`config.json` + `model.safetensors` [+ `tokenizer.json`])
+//! Opening a model from disk: an HF folder (`config.json` + `model.safetensors` or its shards
+//! [+ `tokenizer.json`]), a Hub id in the local HF cache,
 //! or a GGUF file (or a folder holding exactly one). Returns the backbone of the right family.
 
 use std::path::{Path, PathBuf};
@@ -10,10 +11,12 @@ use crate::bert::{load_bert, Bert};
 use crate::config::ModelConfig;
 use crate::error::{Result, TransformerError};
 use crate::frozen::FrozenOps;
+use crate::hub::resolve_model_path;
 use crate::input::{delegate_backbone, Backbone, BackboneInput};
 use crate::llama::{load_llama, Llama};
 use crate::loader::gguf::{GgufFile, GgufLlamaSource};
 use crate::loader::safetensors::SafetensorsSource;
+use crate::loader::TensorSource;
 use crate::tokenizer::TextTokenizer;
 
 /// A loaded backbone of either family. (Loaded once per process, so the variants' sizes do not
@@ -38,7 +41,7 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: Option<TextTokenizer>,
     /// HF names of every tensor loaded.
     pub loaded_tensors: Vec<String>,
-    /// The file the weights came from.
+    /// The file the weights came from (for sharded weights, their index).
     pub weights_path: PathBuf,
 }
 
@@ -78,12 +81,16 @@ fn layout(path: &Path) -> Result<Layout> {
 }
 
 /// Loads a frozen backbone (and tokenizer) from an HF folder or a GGUF file.
+///
+/// `path` may also be a Hugging Face Hub id (`org/name[@revision]`) found in the local HF cache
+/// ([`resolve_model_path`]); HF folders may hold sharded weights (`model.safetensors.index.json`).
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
-    match layout(path)? {
+    let path = resolve_model_path(&path.to_string_lossy())?;
+    match layout(&path)? {
         Layout::HfFolder(dir) => {
             let config = ModelConfig::from_file(&dir.join("config.json"))?;
-            let weights_path = dir.join("model.safetensors");
-            let source = SafetensorsSource::open(&weights_path)?;
+            let source = SafetensorsSource::open_folder(&dir)?;
+            let weights_path = source.origin().to_path_buf();
             let (backbone, loaded_tensors) = match &config {
                 ModelConfig::Bert(c) => {
                     let (m, names) = load_bert::<B>(c, &source, device)?;

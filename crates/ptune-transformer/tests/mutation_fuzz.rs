@@ -76,9 +76,24 @@ fn gguf_str(out: &mut Vec<u8>, s: &str) {
     out.extend(s.as_bytes());
 }
 
+/// A GGUF metadata value of the kinds the tests write.
+#[derive(Clone, Copy)]
+enum Meta<'a> {
+    Str(&'a str),
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+}
+
 /// A tiny Llama GGUF (1 layer, hidden 8, 2 heads / 1 KV head, vocab of 6 byte-level tokens), all
-/// tensors F32 but the FFN down projection in Q8_0: enough for `load_model` to build a decoder.
+/// tensors F32 but the FFN in Q4_K (gate), Q6_K (up) and Q8_0 (down): enough for `load_model` to
+/// build a decoder.
 fn tiny_gguf() -> Vec<u8> {
+    tiny_gguf_with(&[])
+}
+
+/// [`tiny_gguf`] with `extra` metadata written after (and so replacing) its own.
+fn tiny_gguf_with(extra: &[(&str, Meta)]) -> Vec<u8> {
     let (d, ffn, vocab, heads, kv) = (8usize, 32usize, 6usize, 2usize, 1usize);
     let hd = d / heads;
     let tokens = ["a", "b", "c", "ab", "Ġ", "d"];
@@ -108,6 +123,28 @@ fn tiny_gguf() -> Vec<u8> {
     meta.extend(8u32.to_le_bytes());
     gguf_str(&mut meta, "gpt2");
     kv_count += 1;
+    for (key, value) in [("tokenizer.ggml.pre", Meta::Str("smollm"))].iter().chain(extra) {
+        gguf_str(&mut meta, key);
+        match value {
+            Meta::Str(v) => {
+                meta.extend(8u32.to_le_bytes());
+                gguf_str(&mut meta, v);
+            }
+            Meta::U32(v) => {
+                meta.extend(4u32.to_le_bytes());
+                meta.extend(v.to_le_bytes());
+            }
+            Meta::F32(v) => {
+                meta.extend(6u32.to_le_bytes());
+                meta.extend(v.to_le_bytes());
+            }
+            Meta::Bool(v) => {
+                meta.extend(7u32.to_le_bytes());
+                meta.push(u8::from(*v));
+            }
+        }
+        kv_count += 1;
+    }
     for (key, items) in
         [("tokenizer.ggml.tokens", &tokens[..]), ("tokenizer.ggml.merges", &["a b"])]
     {
@@ -132,6 +169,21 @@ fn tiny_gguf() -> Vec<u8> {
         }
         out
     };
+    // One 256-weight block each (d * ffn = 256), deterministic patterns with finite scales.
+    let q4_k = || -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(half::f16::from_f32(0.01).to_le_bytes());
+        out.extend(half::f16::from_f32(0.005).to_le_bytes());
+        out.extend((0..12).map(|j| (j * 37 % 256) as u8));
+        out.extend((0..128).map(|j| (j * 11 % 256) as u8));
+        out
+    };
+    let q6_k = || -> Vec<u8> {
+        let mut out: Vec<u8> = (0..192).map(|j| (j * 13 % 256) as u8).collect();
+        out.extend((0..16).map(|j| (j as i8 - 8) as u8));
+        out.extend(half::f16::from_f32(0.002).to_le_bytes());
+        out
+    };
     let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = vec![
         ("token_embd.weight".into(), vec![d, vocab], 0, f32s(d * vocab, 0.1)),
         ("blk.0.attn_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
@@ -140,8 +192,8 @@ fn tiny_gguf() -> Vec<u8> {
         ("blk.0.attn_v.weight".into(), vec![d, kv * hd], 0, f32s(d * kv * hd, 0.1)),
         ("blk.0.attn_output.weight".into(), vec![heads * hd, d], 0, f32s(d * heads * hd, 0.1)),
         ("blk.0.ffn_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
-        ("blk.0.ffn_gate.weight".into(), vec![d, ffn], 0, f32s(d * ffn, 0.1)),
-        ("blk.0.ffn_up.weight".into(), vec![d, ffn], 0, f32s(d * ffn, 0.1)),
+        ("blk.0.ffn_gate.weight".into(), vec![d, ffn], 12, q4_k()),
+        ("blk.0.ffn_up.weight".into(), vec![d, ffn], 14, q6_k()),
         ("blk.0.ffn_down.weight".into(), vec![ffn, d], 8, q8_0(d * ffn)),
         ("output_norm.weight".into(), vec![d], 0, f32s(d, 0.05)),
     ];
@@ -192,6 +244,44 @@ fn the_tiny_gguf_loads_and_its_mutants_never_panic() {
         tally.run(&format!("gguf mutant {i}"), || load_and_run(&path));
     }
     tally.check("tiny GGUF");
+}
+
+#[test]
+fn gguf_metadata_ptune_cannot_honour_is_an_error() {
+    let dir = scratch("gguf-meta");
+    let path = dir.join("tiny.gguf");
+    let load = |extra: &[(&str, Meta)]| {
+        std::fs::write(&path, tiny_gguf_with(extra)).unwrap();
+        load_model::<B>(&path, &Default::default())
+    };
+    for (extra, expected) in [
+        (vec![("tokenizer.ggml.pre", Meta::Str("llama-bpe"))], "pre-tokenizer"),
+        (vec![("llama.expert_count", Meta::U32(8))], "`llama.expert_count` is not supported"),
+        (vec![("llama.rope.scaling.type", Meta::Str("yarn"))], "RoPE scaling"),
+        (vec![("llama.rope.scaling.type", Meta::Str("linear"))], "llama.rope.scaling.factor"),
+        (vec![("tokenizer.ggml.add_space_prefix", Meta::Bool(true))], "add_space_prefix"),
+        (vec![("tokenizer.ggml.add_bos_token", Meta::Bool(true))], "bos_token_id"),
+        (vec![("tokenizer.ggml.chat_template_x", Meta::Str(""))], "chat_template_x"),
+        (vec![("llama.attention.key_length", Meta::U32(5))], "head width 4"),
+    ] {
+        let err = load(&extra).expect_err(expected).to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    // What is supported is honoured: linear RoPE scaling, BOS added when asked.
+    let loaded = load(&[
+        ("llama.rope.scaling.type", Meta::Str("linear")),
+        ("llama.rope.scaling.factor", Meta::F32(2.0)),
+        ("tokenizer.ggml.add_bos_token", Meta::Bool(true)),
+        ("tokenizer.ggml.bos_token_id", Meta::U32(5)),
+    ])
+    .unwrap();
+    let ptune_transformer::ModelConfig::Llama(config) = &loaded.config else { panic!("llama") };
+    assert_eq!(
+        config.rope_scaling().unwrap(),
+        Some(ptune_transformer::RopeScaling::Linear { factor: 2.0 })
+    );
+    let ids = loaded.tokenizer.unwrap().encode("ab").unwrap();
+    assert_eq!(ids.first(), Some(&5), "{ids:?}");
 }
 
 #[cfg(feature = "fetched-models")]

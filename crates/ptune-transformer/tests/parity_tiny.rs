@@ -134,11 +134,11 @@ pub fn tiny_decoder<B: FrozenOps>(name: &str, tol: f32) {
 }
 
 pub fn all_parameters_loaded<B: FrozenOps>() {
-    for name in ["tiny-bert", "tiny-roberta", "tiny-llama", "tiny-qwen2"] {
-        let loaded = load_model::<B>(&fixtures_dir().join(name), &Default::default()).unwrap();
+    for name in ["tiny-bert", "tiny-roberta", "tiny-llama", "tiny-qwen2", "tiny-llama3"] {
+        let dir = fixtures_dir().join(name);
+        let loaded = load_model::<B>(&dir, &Default::default()).unwrap();
         let file =
-            ptune_transformer::loader::safetensors::SafetensorsSource::open(&loaded.weights_path)
-                .unwrap();
+            ptune_transformer::loader::safetensors::SafetensorsSource::open_folder(&dir).unwrap();
         let mut in_file = file.names().unwrap();
         let mut used = loaded.loaded_tensors.clone();
         in_file.sort();
@@ -211,6 +211,10 @@ macro_rules! backend_tests {
             #[test]
             fn tiny_qwen2_matches_hf() {
                 super::tiny_decoder::<$backend>("qwen2", $tol);
+            }
+            #[test]
+            fn tiny_llama3_rope_scaling_and_shards_match_hf() {
+                super::tiny_decoder::<$backend>("llama3", $tol);
             }
             #[test]
             fn every_parameter_is_loaded() {

@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 
 use super::{Llama, LlamaAttention, LlamaLayer, LlamaMlp};
 use crate::config::LlamaConfig;
-use crate::error::Result;
+use crate::error::{Result, TransformerError};
 use crate::loader::{ParamLoader, TensorSource};
 
 /// Loads a frozen [`Llama`] from `source`; also returns the HF names of every tensor loaded.
@@ -62,5 +62,10 @@ pub fn load_llama<B: Backend>(
         Some(l.linear("lm_head", d, config.vocab_size, false)?)
     };
     let names = l.loaded_names().to_vec();
-    Ok((Llama { embed_tokens, layers, norm, lm_head, config: config.clone() }, names))
+    let scaling = config.rope_scaling().map_err(|message| TransformerError::Config {
+        origin: source.origin().display().to_string(),
+        message,
+    })?;
+    let inv_freq = super::inv_freq(config.rope_theta, hd, scaling);
+    Ok((Llama { embed_tokens, layers, norm, lm_head, config: config.clone(), inv_freq }, names))
 }

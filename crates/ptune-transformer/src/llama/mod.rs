@@ -6,7 +6,7 @@ mod load;
 mod rope;
 
 pub use load::load_llama;
-pub use rope::rope_tables;
+pub use rope::{inv_freq, rope_tables};
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -80,6 +80,9 @@ pub struct Llama<B: Backend> {
     /// The HF config.
     #[module(skip)]
     pub config: LlamaConfig,
+    /// RoPE inverse frequencies (`head_dim / 2`), scaling applied ([`rope::inv_freq`]).
+    #[module(skip)]
+    pub inv_freq: Vec<f32>,
 }
 
 /// Concatenates two optional `[b, *]` padding masks (missing parts are "not padded").
@@ -204,8 +207,7 @@ impl<B: FrozenOps> Llama<B> {
             dims.max_positions,
         )?;
         let device = input.embeds.device();
-        let (cos, sin) =
-            rope_tables::<B>(self.config.rope_theta, dims.head_dim, &offsets, s, &device);
+        let (cos, sin) = rope_tables::<B>(&self.inv_freq, &offsets, s, &device);
         let padding = cat_padding(cache.padding.take(), n_past, input.padding_mask, b, s, &device);
         let slot_mask = input.prefix.as_ref().and_then(|p| p.slot_mask(b, &device));
         let prefix_layers = input.prefix.map(|p| p.layers).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! GGUF v3 (llama.cpp) reader for Llama-family models: metadata → [`LlamaConfig`], tensors
-//! dequantized to f32 (F32, F16, Q4_0, Q4_1, Q8_0), served under their **HF names** with llama.cpp's
+//! dequantized to f32 (F32, F16, Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K), served under their **HF names** with llama.cpp's
 //! Q/K row permutation undone, so the Llama loader reads GGUF and safetensors alike.
 //!
 //! Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>. Every read is bounds-checked:
@@ -53,8 +53,9 @@ impl GgufValue {
     }
 }
 
-/// ggml tensor types this reader dequantizes.
+/// ggml tensor types this reader dequantizes (named as ggml names them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
 pub enum GgmlType {
     /// 32-bit float.
     F32,
@@ -66,6 +67,14 @@ pub enum GgmlType {
     Q4_1,
     /// 32 weights in 34 bytes: f16 scale, 32 signed bytes.
     Q8_0,
+    /// 256 weights in 144 bytes: f16 scale and min, 8 sub-blocks with 6-bit scales and mins,
+    /// 4-bit values.
+    Q4_K,
+    /// 256 weights in 176 bytes: as Q4_K plus a fifth bit per value.
+    Q5_K,
+    /// 256 weights in 210 bytes: 6-bit values (4 low bits + 2 high bits), 16 signed 8-bit
+    /// sub-block scales, f16 scale.
+    Q6_K,
 }
 
 impl GgmlType {
@@ -76,6 +85,9 @@ impl GgmlType {
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
             8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
+            14 => GgmlType::Q6_K,
             _ => return None,
         })
     }
@@ -87,6 +99,9 @@ impl GgmlType {
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q4_K => (256, 144),
+            GgmlType::Q5_K => (256, 176),
+            GgmlType::Q6_K => (256, 210),
         }
     }
 }
@@ -133,14 +148,12 @@ impl<'a> Cursor<'a> {
                 self.bytes.len()
             )
         })?;
-        let s = &self.bytes[self.pos..end];
+        let s = self.bytes.get(self.pos..end).unwrap_or_default();
         self.pos = end;
         Ok(s)
     }
     fn array<const N: usize>(&mut self) -> std::result::Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
+        <[u8; N]>::try_from(self.take(N)?).map_err(|e| e.to_string())
     }
     fn u32(&mut self) -> std::result::Result<u32, String> {
         Ok(u32::from_le_bytes(self.array()?))
@@ -325,6 +338,11 @@ impl GgufFile {
     }
 
     /// The Llama config described by the metadata (`general.architecture` must be `llama`).
+    ///
+    /// Every `llama.*` key must be one this reader understands ([`LLAMA_KEYS`]): a key that would
+    /// change the computation (expert counts, sliding windows, other RoPE kinds) is an error, never
+    /// ignored. Linear RoPE scaling is read; Llama-3 frequency factors (`rope_freqs.weight`) are
+    /// refused.
     pub fn llama_config(&self) -> Result<LlamaConfig> {
         let arch = self
             .metadata
@@ -334,6 +352,43 @@ impl GgufFile {
         if arch != "llama" {
             return Err(TransformerError::UnknownArchitecture(arch.into()));
         }
+        let mut keys: Vec<&String> = self.metadata.keys().collect();
+        keys.sort();
+        for key in keys {
+            if key.strip_prefix("llama.").is_some_and(|k| !LLAMA_KEYS.contains(&k)) {
+                return Err(self.meta_err(format!(
+                    "metadata `{key}` is not supported (ptune reads llama.{})",
+                    LLAMA_KEYS.join(", llama.")
+                )));
+            }
+        }
+        if self.tensors.contains_key("rope_freqs.weight") {
+            return Err(self.meta_err(
+                "RoPE frequency factors (`rope_freqs.weight`, Llama 3.1 rope scaling) are not \
+                 supported in GGUF files: load the HF safetensors folder instead"
+                    .into(),
+            ));
+        }
+        let rope_scaling = match self.metadata.get("llama.rope.scaling.type").map(|v| v.as_str()) {
+            None | Some(Some("none")) => None,
+            Some(Some("linear")) => {
+                let factor = self
+                    .metadata
+                    .get("llama.rope.scaling.factor")
+                    .and_then(GgufValue::as_f64)
+                    .ok_or_else(|| {
+                        self.meta_err(
+                            "linear RoPE scaling without `llama.rope.scaling.factor`".into(),
+                        )
+                    })?;
+                Some(serde_json::json!({"rope_type": "linear", "factor": factor}))
+            }
+            Some(other) => {
+                return Err(
+                    self.meta_err(format!("RoPE scaling {other:?} is not supported (only linear)"))
+                )
+            }
+        };
         let heads = self.meta_usize("llama.attention.head_count")?;
         let hidden = self.meta_usize("llama.embedding_length")?;
         let vocab = match self.meta_usize("llama.vocab_size") {
@@ -345,6 +400,15 @@ impl GgufFile {
         };
         let head_dim =
             self.meta_usize("llama.rope.dimension_count").unwrap_or(hidden / heads.max(1));
+        for key in ["llama.attention.key_length", "llama.attention.value_length"] {
+            if let Ok(n) = self.meta_usize(key) {
+                if n != head_dim {
+                    return Err(self.meta_err(format!(
+                        "metadata `{key}` = {n} differs from the head width {head_dim} (unsupported)"
+                    )));
+                }
+            }
+        }
         let config = LlamaConfig {
             model_type: "llama".into(),
             vocab_size: vocab,
@@ -360,7 +424,7 @@ impl GgufFile {
             max_position_embeddings: self.meta_usize("llama.context_length")?,
             rms_norm_eps: f("llama.attention.layer_norm_rms_epsilon", 1e-5),
             rope_theta: f("llama.rope.freq_base", 10000.0),
-            rope_scaling: None,
+            rope_scaling,
             tie_word_embeddings: !self.tensors.contains_key("output.weight"),
             attention_bias: false,
             mlp_bias: false,
@@ -374,13 +438,52 @@ impl GgufFile {
         Ok(config)
     }
 
-    /// The embedded BPE vocabulary (`tokenizer.ggml.tokens`) and merges (`tokenizer.ggml.merges`).
+    /// A boolean metadata value (`false` when absent).
+    pub fn meta_bool(&self, key: &str) -> Result<bool> {
+        match self.metadata.get(key) {
+            None => Ok(false),
+            Some(GgufValue::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.meta_err(format!("metadata `{key}` is {other:?}, not a bool"))),
+        }
+    }
+
+    /// A string metadata value, if present.
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(GgufValue::as_str)
+    }
+
+    /// The embedded BPE vocabulary (`tokenizer.ggml.tokens`) and merges (`tokenizer.ggml.merges`),
+    /// after checking the tokenizer metadata: the model must be byte-level BPE (`gpt2`), the
+    /// pre-tokenizer one of [`PRE_TOKENIZERS`], `add_space_prefix` off, and every
+    /// `tokenizer.ggml.*` key one of [`TOKENIZER_KEYS`].
     pub fn bpe_vocab_and_merges(&self) -> Result<(Vec<String>, Vec<String>)> {
-        let model = self.metadata.get("tokenizer.ggml.model").and_then(GgufValue::as_str);
+        let tok_err =
+            |m: String| TransformerError::Tokenizer(format!("{}: {m}", self.path.display()));
+        let model = self.meta_str("tokenizer.ggml.model");
         if model != Some("gpt2") {
-            return Err(TransformerError::Tokenizer(format!(
+            return Err(tok_err(format!(
                 "GGUF tokenizer model {model:?} unsupported (only byte-level BPE `gpt2`)"
             )));
+        }
+        let mut keys: Vec<&String> = self.metadata.keys().collect();
+        keys.sort();
+        for key in keys {
+            if key.strip_prefix("tokenizer.ggml.").is_some_and(|k| !TOKENIZER_KEYS.contains(&k)) {
+                return Err(tok_err(format!("metadata `{key}` is not supported")));
+            }
+        }
+        match self.meta_str("tokenizer.ggml.pre") {
+            Some(pre) if PRE_TOKENIZERS.contains(&pre) => {}
+            other => {
+                return Err(tok_err(format!(
+                "pre-tokenizer `tokenizer.ggml.pre` = {other:?} is not supported (supported: {}); \
+                     load the model's HF folder with its tokenizer.json instead",
+                PRE_TOKENIZERS.join(", ")
+            )))
+            }
+        }
+        if self.meta_bool("tokenizer.ggml.add_space_prefix")? {
+            return Err(tok_err("`tokenizer.ggml.add_space_prefix` is not supported".into()));
         }
         Ok((
             self.meta_str_array("tokenizer.ggml.tokens")?,
@@ -399,45 +502,175 @@ impl GgufFile {
         let (start, end) = self.extent(info).map_err(|message| {
             TransformerError::CorruptWeights { path: self.path.clone(), message }
         })?;
-        let data = dequantize(ty, &self.bytes[start..end]);
+        let bytes = self.bytes.get(start..end).ok_or_else(|| TransformerError::CorruptWeights {
+            path: self.path.clone(),
+            message: format!("tensor `{name}` lies outside the file"),
+        })?;
+        let data = dequantize(ty, bytes);
         let shape = info.ne.iter().rev().copied().collect();
         Ok(Some(HostTensor { shape, data }))
     }
 }
 
-fn f16(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+fn f16(b: [u8; 2]) -> f32 {
+    half::f16::from_le_bytes(b).to_f32()
 }
 
-/// Dequantizes whole blocks (the caller checked the byte count is a multiple of the block size).
+/// Dequantizes whole blocks (the caller checked the byte count is a multiple of the block size;
+/// a trailing partial block is ignored). Each block is a fixed-size array, so no read can fall
+/// outside it.
 fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let (per_block, block_bytes) = ty.block();
     let mut out = Vec::with_capacity(bytes.len() / block_bytes * per_block);
-    for block in bytes.chunks_exact(block_bytes) {
-        match ty {
-            GgmlType::F32 => out.push(f32::from_le_bytes([block[0], block[1], block[2], block[3]])),
-            GgmlType::F16 => out.push(f16(block)),
-            GgmlType::Q8_0 => {
-                let d = f16(&block[0..2]);
-                out.extend(block[2..34].iter().map(|&q| d * (q as i8) as f32));
+    match ty {
+        GgmlType::F32 => {
+            out.extend(bytes.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)))
+        }
+        GgmlType::F16 => out.extend(bytes.as_chunks::<2>().0.iter().map(|b| f16(*b))),
+        GgmlType::Q8_0 => {
+            for [d0, d1, qs @ ..] in bytes.as_chunks::<34>().0 {
+                let d = f16([*d0, *d1]);
+                out.extend(qs.iter().map(|&q| d * (q as i8) as f32));
             }
-            GgmlType::Q4_0 => {
-                let d = f16(&block[0..2]);
-                let qs = &block[2..18];
+        }
+        GgmlType::Q4_0 => {
+            for [d0, d1, qs @ ..] in bytes.as_chunks::<18>().0 {
+                let d = f16([*d0, *d1]);
                 out.extend(qs.iter().map(|&q| ((q & 0x0F) as i32 - 8) as f32 * d));
                 out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
             }
-            GgmlType::Q4_1 => {
-                let d = f16(&block[0..2]);
-                let m = f16(&block[2..4]);
-                let qs = &block[4..20];
+        }
+        GgmlType::Q4_1 => {
+            for [d0, d1, m0, m1, qs @ ..] in bytes.as_chunks::<20>().0 {
+                let (d, m) = (f16([*d0, *d1]), f16([*m0, *m1]));
                 out.extend(qs.iter().map(|&q| (q & 0x0F) as f32 * d + m));
                 out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+            }
+        }
+        // ggml-quants.c `dequantize_row_q4_K`.
+        GgmlType::Q4_K => {
+            for [d0, d1, m0, m1, rest @ ..] in bytes.as_chunks::<144>().0 {
+                let (d, min) = (f16([*d0, *d1]), f16([*m0, *m1]));
+                let (scales, qs) = rest.split_at(12);
+                for (j, q) in qs.chunks_exact(32).enumerate() {
+                    let (sc1, m1) = scale_min_k4(2 * j, scales);
+                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+                    let (d1, m1, d2, m2) = (d * sc1, min * m1, d * sc2, min * m2);
+                    out.extend(q.iter().map(|&v| d1 * (v & 0x0F) as f32 - m1));
+                    out.extend(q.iter().map(|&v| d2 * (v >> 4) as f32 - m2));
+                }
+            }
+        }
+        // ggml-quants.c `dequantize_row_q5_K`.
+        GgmlType::Q5_K => {
+            for [d0, d1, m0, m1, rest @ ..] in bytes.as_chunks::<176>().0 {
+                let (d, min) = (f16([*d0, *d1]), f16([*m0, *m1]));
+                let (scales, rest) = rest.split_at(12);
+                let (qh, qs) = rest.split_at(32);
+                for (j, ql) in qs.chunks_exact(32).enumerate() {
+                    let (sc1, m1) = scale_min_k4(2 * j, scales);
+                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+                    let (d1, m1, d2, m2) = (d * sc1, min * m1, d * sc2, min * m2);
+                    let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
+                    let high = |h: u8, u: u8| if h & u != 0 { 16.0 } else { 0.0 };
+                    out.extend(
+                        ql.iter()
+                            .zip(qh)
+                            .map(|(&l, &h)| d1 * ((l & 0x0F) as f32 + high(h, u1)) - m1),
+                    );
+                    out.extend(
+                        ql.iter().zip(qh).map(|(&l, &h)| d2 * ((l >> 4) as f32 + high(h, u2)) - m2),
+                    );
+                }
+            }
+        }
+        // ggml-quants.c `dequantize_row_q6_K`.
+        GgmlType::Q6_K => {
+            for block in bytes.as_chunks::<210>().0 {
+                let (ql, rest) = block.split_at(128);
+                let (qh, rest) = rest.split_at(64);
+                let (scales, d) = rest.split_at(16);
+                let d = f16([d.first().copied().unwrap_or(0), d.get(1).copied().unwrap_or(0)]);
+                for half in 0..2 {
+                    let ql = ql.get(64 * half..64 * (half + 1)).unwrap_or_default();
+                    let qh = qh.get(32 * half..32 * (half + 1)).unwrap_or_default();
+                    let sc = scales.get(8 * half..8 * (half + 1)).unwrap_or_default();
+                    let (lo, hi) = ql.split_at(32);
+                    let mut quarter = [[0.0f32; 32]; 4];
+                    for (l, ((&a, &b), &h)) in lo.iter().zip(hi).zip(qh).enumerate() {
+                        let q = [
+                            (a & 0x0F) | ((h & 3) << 4),
+                            (b & 0x0F) | (((h >> 2) & 3) << 4),
+                            (a >> 4) | (((h >> 4) & 3) << 4),
+                            (b >> 4) | (((h >> 6) & 3) << 4),
+                        ];
+                        for (k, (row, q)) in quarter.iter_mut().zip(q).enumerate() {
+                            let s = sc.get(l / 16 + 2 * k).map_or(0, |&s| s as i8);
+                            if let Some(y) = row.get_mut(l) {
+                                *y = d * s as f32 * (q as i32 - 32) as f32;
+                            }
+                        }
+                    }
+                    out.extend(quarter.iter().flatten());
+                }
             }
         }
     }
     out
 }
+
+/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K block, as f32
+/// (ggml-quants.c `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    let at = |i: usize| q.get(i).copied().unwrap_or(0);
+    let (sc, m) = if j < 4 {
+        (at(j) & 63, at(j + 4) & 63)
+    } else {
+        ((at(j + 4) & 0x0F) | ((at(j - 4) >> 6) << 4), (at(j + 4) >> 4) | ((at(j) >> 6) << 4))
+    };
+    (sc as f32, m as f32)
+}
+
+/// The `llama.*` metadata keys [`GgufFile::llama_config`] reads (any other is an error).
+pub const LLAMA_KEYS: &[&str] = &[
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "feed_forward_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.layer_norm_rms_epsilon",
+    "vocab_size",
+    "rope.dimension_count",
+    "rope.freq_base",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scaling.original_context_length",
+    "attention.key_length",
+    "attention.value_length",
+];
+
+/// The `tokenizer.ggml.*` metadata keys [`GgufFile::bpe_vocab_and_merges`] and
+/// [`crate::TextTokenizer::from_gguf`] read (any other is an error). `token_type` and `scores`
+/// are informational for a byte-level BPE.
+pub const TOKENIZER_KEYS: &[&str] = &[
+    "model",
+    "pre",
+    "tokens",
+    "merges",
+    "token_type",
+    "scores",
+    "bos_token_id",
+    "eos_token_id",
+    "unknown_token_id",
+    "padding_token_id",
+    "add_bos_token",
+    "add_eos_token",
+    "add_space_prefix",
+];
+
+/// The pre-tokenizers (`tokenizer.ggml.pre`) the GGUF tokenizer reproduces.
+pub const PRE_TOKENIZERS: &[&str] = &["smollm", "gpt-2"];
 
 /// HF Llama tensor name → (GGUF name, heads to un-permute for q/k projections).
 ///
@@ -489,8 +722,8 @@ pub fn unpermute_rows(t: &HostTensor, heads: usize) -> Option<HostTensor> {
             for pair in 0..2 {
                 let src = h * head_dim + i * 2 + pair;
                 let dst = h * head_dim + pair * half + i;
-                data[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
+                data.get_mut(dst * cols..(dst + 1) * cols)?
+                    .copy_from_slice(t.data.get(src * cols..(src + 1) * cols)?);
             }
         }
     }
@@ -528,7 +761,7 @@ impl TensorSource for GgufLlamaSource {
                 unpermute_rows(&t, heads).map(Some).ok_or_else(|| TransformerError::ShapeMismatch {
                     name: gguf,
                     expected: vec![
-                        heads * (t.shape[0] / heads.max(1)),
+                        heads * (t.shape.first().copied().unwrap_or(0) / heads.max(1)),
                         t.shape.get(1).copied().unwrap_or(0),
                     ],
                     found: t.shape.clone(),
@@ -562,6 +795,36 @@ mod tests {
         block.extend((0..32).map(|j| (j as i8 - 16) as u8));
         let y = dequantize(GgmlType::Q8_0, &block);
         assert_eq!((y[0], y[31]), (-4.0, 3.75));
+    }
+
+    #[test]
+    fn k_quants_dequantize_as_the_gguf_package() {
+        // Random blocks and the values `gguf.quants.dequantize` gives them
+        // (scripts/gen_reference.py gguf_kquants).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_kquants.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (name, ty) in
+            [("Q4_K", GgmlType::Q4_K), ("Q5_K", GgmlType::Q5_K), ("Q6_K", GgmlType::Q6_K)]
+        {
+            let hex = fixture[name]["bytes"].as_str().unwrap();
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let expected: Vec<f32> = fixture[name]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let (per_block, block_bytes) = ty.block();
+            assert_eq!(bytes.len() / block_bytes * per_block, expected.len(), "{name}");
+            let got = dequantize(ty, &bytes);
+            assert_eq!(got.len(), expected.len(), "{name}");
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert!((g - e).abs() <= 1e-6 * e.abs().max(1e-3), "{name}[{i}]: {g} vs {e}");
+            }
+        }
     }
 
     #[test]

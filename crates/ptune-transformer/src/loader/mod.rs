@@ -3,6 +3,8 @@
 //! the config and counting what it loaded. Family loaders (`bert::load`, `llama::load`) open with a
 //! table mapping HF names to our field paths.
 
+#![warn(clippy::indexing_slicing)] // user files reach this code: no index may panic
+
 pub mod gguf;
 pub mod safetensors;
 
@@ -73,12 +75,8 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
                 found: t.shape,
             });
         }
-        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(TransformerError::NonFiniteWeight {
-                name: name.into(),
-                index: i,
-                value: t.data[i],
-            });
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(TransformerError::NonFiniteWeight { name: name.into(), index, value });
         }
         self.loaded.push(name.into());
         self.loaded_values += t.data.len();
@@ -109,12 +107,9 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         bias: bool,
     ) -> Result<Linear<B>> {
         let t = self.host(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let mut transposed = vec![0f32; t.data.len()];
-        for (o, row) in t.data.chunks_exact(d_in).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                transposed[i * d_out + o] = v;
-            }
-        }
+        // `host` checked the shape: `data` holds `d_out` rows of `d_in`.
+        let transposed: Vec<f32> =
+            (0..d_in).flat_map(|i| t.data.iter().skip(i).step_by(d_in.max(1)).copied()).collect();
         let data = TensorData::new(transposed, [d_in, d_out]).convert::<B::FloatElem>();
         let mut linear = LinearConfig::new(d_in, d_out).with_bias(false).init::<B>(self.device);
         linear.weight = frozen(Tensor::from_data(data, self.device));
