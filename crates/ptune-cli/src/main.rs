@@ -44,6 +44,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> Result<()> {
     let cli = Cli::parse();
     progress::init_logging(cli.verbose, cli.quiet);
+    progress::install_phase_bars(cli.quiet);
     match cli.command {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

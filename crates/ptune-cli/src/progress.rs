@@ -2,6 +2,7 @@
 //! `-v` / `-q`), rendered from the training loop's events.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ptune_train::progress::PhaseEvent;
 use ptune_train::{TrainEvent, TrainObserver};
 
 /// Sets up logging to stderr: warnings only with `quiet`, info by default, debug with `-v` (every
@@ -22,18 +23,55 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+/// Bars with ETA for the library's long phases besides training batches (linear probe features,
+/// evaluation, generation; `ptune_train::progress`), unless `quiet`.
+pub fn install_phase_bars(quiet: bool) {
+    if quiet {
+        return;
+    }
+    let current: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+    ptune_train::progress::set_phase_hook(Box::new(move |event| {
+        let Ok(mut slot) = current.lock() else { return };
+        match event {
+            PhaseEvent::Start { name, total } => {
+                let bar = ProgressBar::new(total as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_message(name.to_string());
+                if let Some(old) = slot.replace(bar) {
+                    old.finish_and_clear();
+                }
+            }
+            PhaseEvent::Advance(n) => {
+                if let Some(bar) = slot.as_ref() {
+                    bar.inc(n as u64);
+                }
+            }
+            PhaseEvent::End => {
+                if let Some(bar) = slot.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }));
+}
+
 /// Renders [`TrainEvent`]s: a bar while an epoch trains (none when `quiet`), a log line per
 /// evaluation and per notable event.
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
+    /// `epoch/epochs` of the bar.
+    epoch: String,
 }
 
 impl Progress {
     /// A renderer; with `-q` (info lines off) it shows no bar either.
     pub fn new() -> Self {
-        Self { bar: None, quiet: !tracing::enabled!(tracing::Level::INFO) }
+        Self { bar: None, quiet: !tracing::enabled!(tracing::Level::INFO), epoch: String::new() }
     }
 }
 
@@ -63,7 +101,8 @@ impl TrainObserver for Progress {
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
-                bar.set_message(format!("{epoch}/{epochs}"));
+                self.epoch = format!("{epoch}/{epochs}");
+                bar.set_message(self.epoch.clone());
                 bar.set_position(done as u64);
                 self.bar = Some(bar);
             }
@@ -73,6 +112,9 @@ impl TrainObserver for Progress {
                 }
             }
             TrainEvent::Step { epoch, step, loss, lr } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("{} loss {loss:.4} lr {lr:.2e}", self.epoch));
+                }
                 tracing::debug!("epoch {epoch} step {step}: loss {loss:.4}, lr {lr:.3e}")
             }
             TrainEvent::EpochTrained => {

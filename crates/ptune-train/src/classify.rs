@@ -101,7 +101,9 @@ pub fn predict<B: FrozenOps>(
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].ids.len());
     let mut out = vec![0usize; examples.len()];
+    let phase = crate::progress::Phase::start("classifying", examples.len());
     for chunk in order.chunks(batch_size.max(1)) {
+        phase.advance(chunk.len());
         let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].ids.clone()).collect();
         let logits = model.head.forward(pooled(backbone, model.prompt.as_ref(), &rows, pooling)?);
         let classes = logits.argmax(1).into_data().convert::<i64>();
@@ -149,7 +151,9 @@ pub fn linear_probe<B: AutodiffBackend + FrozenOps>(
     B::seed(&device, cfg.seed);
     let features = |examples: &[Example]| -> Result<Tensor<B, 2>> {
         let mut parts = Vec::new();
+        let phase = crate::progress::Phase::start("linear probe: features", examples.len());
         for chunk in examples.chunks(cfg.batch_size.max(1)) {
+            phase.advance(chunk.len());
             let rows: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids.clone()).collect();
             parts.push(pooled(backbone, None, &rows, pooling)?.detach());
         }

@@ -318,7 +318,11 @@ impl TrainJob {
                 let head = ClassifierHeadConfig::new(head_width, data.labels.len()).init(&device);
                 let task = SequenceClassification { data: &data, pooling: self.pooling };
                 let model = Classifier { prompt, head };
-                train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                let summary = train_observed(&backbone, &task, model, cfg, &options, observer)?.1;
+                if self.pooling != Pooling::Pooler {
+                    note(observer, pooling_warning(self.pooling, &out.join("adapter")));
+                }
+                summary
             }
             TaskData::Labelled(data) => {
                 let words = info.verbalizer.clone().unwrap_or_default();
@@ -417,6 +421,18 @@ fn needs_prompt<B: FrozenOps>(prompt: Option<SoftPrompt<B>>, task: &str) -> Resu
             "{task} trains a soft prompt: pick a method, not {LINEAR_PROBE}"
         ))
     })
+}
+
+/// What a PEFT user must know about a classifier adapter whose head reads another pooling than
+/// PEFT's `…ForSequenceClassification` (which applies it to HF's pooler output).
+pub fn pooling_warning(pooling: Pooling, adapter: &Path) -> String {
+    format!(
+        "note: {} holds a head trained on {pooling:?} pooling; PEFT's sequence-classification \
+         models apply their head to the pooler output, so in PEFT the head would read other \
+         features. Use it through ptune (`ptune predict`, `TextClassifier`), or train with \
+         `--pooling pooler` for an adapter PEFT reads as trained",
+        adapter.display()
+    )
 }
 
 fn note(observer: &mut dyn TrainObserver, text: String) {

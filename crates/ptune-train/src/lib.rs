@@ -13,6 +13,7 @@ pub mod job;
 pub mod lm;
 pub mod metrics;
 pub mod plot;
+pub mod progress;
 pub mod run;
 pub mod schedule;
 pub mod tagging;

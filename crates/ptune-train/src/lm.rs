@@ -91,10 +91,12 @@ pub fn generate_all<B: FrozenOps>(
     refs: &ReferenceSet,
     cfg: &GenerationConfig,
 ) -> Result<Vec<String>> {
+    let phase = crate::progress::Phase::start("generation", refs.items.len());
     refs.items
         .iter()
         .map(|(_, ids, _)| {
             let out = generate(backbone, prompt, ids, cfg)?;
+            phase.advance(1);
             Ok(tokenizer.decode(&out)?.trim().to_string())
         })
         .collect()
@@ -117,7 +119,9 @@ pub fn mean_target_loss<B: FrozenOps>(
     batch_size: usize,
 ) -> Result<f64> {
     let (mut sum, mut n) = (0.0, 0usize);
+    let phase = crate::progress::Phase::start("target loss", examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
+        phase.advance(chunk.len());
         let refs: Vec<&LmExample> = chunk.iter().collect();
         let tokens: usize = chunk.iter().map(|e| e.target.len()).sum();
         let loss: f64 = burn::tensor::ElementConversion::elem(
@@ -278,7 +282,9 @@ pub fn cloze_predict<B: FrozenOps>(
     batch_size: usize,
 ) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(examples.len());
+    let phase = crate::progress::Phase::start("cloze scoring", examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
+        phase.advance(chunk.len());
         let rows: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids.clone()).collect();
         let pred = cloze_logits(backbone, prompt, &rows, verbalizer)?.argmax(1);
         out.extend(pred.into_data().convert::<i64>().iter::<i64>().map(|c| c as usize));

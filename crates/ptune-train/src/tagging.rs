@@ -45,7 +45,9 @@ pub fn predict_tags<B: FrozenOps>(
     batch_size: usize,
 ) -> Result<Vec<Vec<usize>>> {
     let mut out = Vec::with_capacity(examples.len());
+    let phase = crate::progress::Phase::start("tagging", examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
+        phase.advance(chunk.len());
         let refs: Vec<&TaggedExample> = chunk.iter().collect();
         let flat: Vec<usize> = word_logits(backbone, model, &refs)?
             .argmax(1)

@@ -15,6 +15,18 @@ use ptune_train::{Silent, Tagger, TaskKind, TextClassifier, TrainJob, TrainedRun
 
 type AD = Autodiff<NdArray>;
 
+/// Keeps the job's messages.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl ptune_train::trainer::TrainObserver for Notes {
+    fn on(&mut self, event: ptune_train::trainer::TrainEvent<'_>) {
+        if let ptune_train::trainer::TrainEvent::Message(m) = event {
+            self.0.push(m.to_string());
+        }
+    }
+}
+
 fn tiny_bert() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ptune-transformer/tests/fixtures/tiny-bert")
@@ -74,7 +86,10 @@ fn a_classification_job_round_trips_through_its_run_folder() {
     let d = dir("classify");
     let out = d.join("run");
     let job = job(&classification_file(&d));
-    let outcome = job.run::<AD>(&out, false, &mut Silent).unwrap();
+    let mut notes = Notes::default();
+    let outcome = job.run::<AD>(&out, false, &mut notes).unwrap();
+    // Mean pooling (the default): the job says PEFT would read the head differently.
+    assert!(notes.0.iter().any(|n| n.contains("Mean pooling") && n.contains("--pooling pooler")));
     assert_eq!(outcome.info.task, TaskKind::Classify);
     assert_eq!(outcome.info.labels, ["negative", "positive"]);
     let names: Vec<&str> = outcome.baselines.iter().map(|(n, _)| n.as_str()).collect();
