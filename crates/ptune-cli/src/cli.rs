@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::backend::BackendChoice;
-use crate::{compare, run, train};
+use crate::{compare, run, serve, train};
 
 #[derive(Debug, Parser)]
 #[command(name = "ptune", version, about = "Soft-prompt tuning of frozen pretrained transformers")]
@@ -84,6 +84,9 @@ pub enum Command {
     Generate(run::GenerateArgs),
     /// The same short seeded training job on several backends, as a table.
     Compare(compare::CompareArgs),
+    /// Serve a folder of adapters over one frozen model behind HTTP, batching requests of
+    /// different adapters together (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// Per virtual token of an adapter, its nearest vocabulary tokens (cosine similarity).
     Inspect {
         /// Adapter folder (adapter_config.json + adapter_model.safetensors).

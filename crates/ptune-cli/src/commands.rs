@@ -50,6 +50,7 @@ fn run<B: FrozenOps>(command: Command) -> Result<()> {
         Command::Eval(args) => crate::run::eval::<B>(args),
         Command::Predict(args) => crate::run::predict_texts::<B>(args),
         Command::Generate(args) => crate::run::generate_text::<B>(args),
+        Command::Serve(args) => crate::serve::serve::<B>(args),
         Command::Compare(_) => bail!("`compare` runs on several backends: main dispatches it"),
         Command::Completions { .. } => bail!("`completions` needs no backend: main answers it"),
         Command::Params { model, virtual_tokens, encoder_hidden } => {

@@ -27,8 +27,9 @@ use crate::backend::{BackendChoice, OnBackend};
 /// Options of `ptune compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// Backends, comma-separated (those compiled in).
-    #[arg(long, default_value = "flex,ndarray,wgpu", value_delimiter = ',')]
+    /// Backends, comma-separated (those compiled in; the CPU ones by default, `wgpu` and `cuda` with
+    /// the cargo features of the same names).
+    #[arg(long, default_value = "flex,ndarray", value_delimiter = ',')]
     pub backends: Vec<BackendChoice>,
     /// Model (`minilm`, `smollm2`, or a path).
     #[arg(long, default_value = "minilm")]

@@ -10,13 +10,14 @@
 //! ptune [--backend …] eval RUN [--split dev|test]
 //! ptune [--backend …] predict RUN TEXT…
 //! ptune [--backend …] generate [--run RUN] [--model M] TEXT [--decoding greedy|sample|beam]
+//! ptune [--backend …] serve --model M --adapters DIR [--host H --port P]
 //! ptune completions bash|zsh|fish|elvish|powershell
 //! ```
 //! MODEL is an HF folder (config.json + model.safetensors + tokenizer.json), a GGUF file, or a
 //! folder holding one GGUF file (what `cargo xtask fetch minilm|smollm2` prints).
 //!
 //! Modules depend one way: `main` → `commands` (the subcommands) → `cli` (the arguments, which name
-//! the argument types of `train`, `run` and `compare`) → `backend` (the one backend
+//! the argument types of `train`, `run`, `compare` and `serve`) → `backend` (the one backend
 //! dispatch, [`backend::with_backend`]); nothing depends back on `main` or `commands`.
 
 mod backend;
@@ -25,6 +26,7 @@ mod commands;
 mod compare;
 mod progress;
 mod run;
+mod serve;
 mod train;
 
 use anyhow::Result;

@@ -187,6 +187,9 @@ fn with_input_table<B: AutodiffBackend + FrozenOps>(
 fn gradients_match_finite_differences() {
     let backbone = tiny::<AD>("bert");
     let device = Default::default();
+    // Seeded: the same prompts and head every run (central differences in f32 carry rounding
+    // noise near the tolerance for some random draws).
+    AD::seed(&device, 17);
     for (name, prompt) in methods(&backbone, 0.0) {
         let head = ClassifierHeadConfig::new(32, 2).init(&device);
         let t = Trainable { prompt, head };

@@ -10,7 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use ptune_data::tasks::Example;
 use ptune_data::ClassificationSet;
-use ptune_prompt::{ClassifierHead, SoftPrompt};
+use ptune_prompt::{ClassifierHead, PromptedBatch, SoftPrompt};
 use ptune_transformer::Backbone;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,20 @@ pub fn pooled<B: FrozenOps>(
 ) -> Result<Tensor<B, 2>> {
     let batch = prompted_batch(backbone, prompt, rows)?;
     let hidden = backbone.forward(batch.input.clone())?;
+    pool_hidden(backbone, &batch, hidden, pooling)
+}
+
+/// Pools the last hidden state of a prompted batch (the rows may use different prompts, as
+/// `ptune_prompt::prepare_mixed` builds them): one vector per row.
+///
+/// # Shapes
+/// - hidden: `[b, s, d]` (the forward of `batch`) → `[b, d]`
+pub fn pool_hidden<B: FrozenOps>(
+    backbone: &dyn Backbone<B>,
+    batch: &PromptedBatch<B>,
+    hidden: Tensor<B, 3>,
+    pooling: Pooling,
+) -> Result<Tensor<B, 2>> {
     match pooling {
         Pooling::Pooler => match backbone.as_encoder() {
             Some(encoder) => encoder.pooler(hidden).ok_or_else(|| {

@@ -135,12 +135,18 @@ pub struct EvalReport {
 }
 
 impl<B: FrozenOps> TrainedRun<B> {
-    /// Loads the run folder `run` (or the `adapter/` inside one) with the model its `task.json`
-    /// names, or with `model` instead, on `device`.
+    /// Loads the run folder `run` (or its `adapter/` folder, alone or inside the run: it carries
+    /// its own `task.json`) with the model its `task.json` names, or with `model` instead, on
+    /// `device`.
     pub fn load(run: impl AsRef<Path>, model: Option<&str>, device: &B::Device) -> Result<Self> {
         let (info, dir) = TaskInfo::load(run.as_ref())?;
         let (backbone, tokenizer) = load_backbone::<B>(model.unwrap_or(&info.model), device)?;
-        let adapter = dir.join("adapter");
+        // `dir` is a run folder, or an adapter folder carrying its own task.json.
+        let adapter = if dir.join("adapter_config.json").is_file() {
+            dir.clone()
+        } else {
+            dir.join("adapter")
+        };
         let (prompt, head) = if adapter.join("adapter_config.json").is_file() {
             let a = load_adapter::<B>(&adapter, &backbone.dims(), device)?;
             (Some(a.prompt), a.head)
@@ -271,7 +277,8 @@ impl<B: FrozenOps> TrainedRun<B> {
     }
 }
 
-fn load_backbone<B: FrozenOps>(
+/// The model `model` names (`minilm`, `smollm2`, a path or a Hub id) and its tokenizer.
+pub fn load_backbone<B: FrozenOps>(
     model: &str,
     device: &B::Device,
 ) -> Result<(AnyBackbone<B>, TextTokenizer)> {

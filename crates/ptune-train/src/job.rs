@@ -279,8 +279,14 @@ impl TrainJob {
             Some(m) => Some(m.build(&self.method_options, &backbone, Some(&tok))?),
             None => None,
         };
-        let options =
-            RunOptions { out: out.to_path_buf(), resume, base_model: base_model_id(&self.model) };
+        // The adapter folder carries the task too (labels, pooling, longest input, template), so
+        // it can be copied on its own and still predict as the run does; PEFT ignores the file.
+        let options = RunOptions {
+            out: out.to_path_buf(),
+            resume,
+            base_model: base_model_id(&self.model),
+            adapter_task: Some(info.to_json()?),
+        };
         let mut baselines: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
         let dataset = &self.dataset;
         let head_width = backbone.dims().hidden_size;
@@ -408,6 +414,12 @@ impl TrainJob {
             seconds: started.elapsed().as_secs_f64(),
         };
         report.write(out)?;
+        // Again at the end: a run killed between an adapter save and its task.json, then
+        // resumed without a better epoch, still ends with the file.
+        let adapter = out.join("adapter");
+        if adapter.join("adapter_config.json").is_file() {
+            info.save(&adapter)?;
+        }
         Ok(JobOutcome { report, baselines, info })
     }
 }

@@ -105,15 +105,20 @@ impl TaskInfo {
         }
     }
 
+    /// `task.json`'s text.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self)
+            .map_err(|e| TrainError::Config(format!("writing task.json: {e}")))
+    }
+
     /// Writes `task.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let text = serde_json::to_string_pretty(self).map_err(|e| io_err(dir, e))?;
-        crate::trainer::write_atomic(&dir.join("task.json"), &text)
+        crate::trainer::write_atomic(&dir.join("task.json"), &self.to_json()?)
     }
 
-    /// Reads `task.json` from a run folder, or from the parent of its `adapter/` folder; returns
-    /// it with the run folder.
+    /// Reads `task.json` from a run folder or an adapter folder (which carries a copy), else from
+    /// the folder's parent; returns it with the folder it was found in.
     pub fn load(run: &Path) -> Result<(Self, PathBuf)> {
         for dir in [Some(run), run.parent()].into_iter().flatten() {
             let path = dir.join("task.json");

@@ -392,12 +392,15 @@ pub struct RunOptions {
     pub resume: bool,
     /// What the adapter's `base_model_name_or_path` records.
     pub base_model: String,
+    /// Written as `task.json` into the adapter folder each time the adapter is saved, so the
+    /// folder carries its task (labels, pooling, longest input) on its own.
+    pub adapter_task: Option<String>,
 }
 
 impl RunOptions {
     /// A fresh run (no resume) in `out` for the model `base_model`.
     pub fn new(out: impl Into<PathBuf>, base_model: &str) -> Self {
-        Self { out: out.into(), resume: false, base_model: base_model.into() }
+        Self { out: out.into(), resume: false, base_model: base_model.into(), adapter_task: None }
     }
 }
 
@@ -557,7 +560,11 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
             p.best = Some(dev);
             p.best_epoch = epoch + 1;
             p.since_best = 0;
-            task.save_adapter(backbone, &model, &out.join("adapter"), base_model)?;
+            let adapter = out.join("adapter");
+            task.save_adapter(backbone, &model, &adapter, base_model)?;
+            if let (Some(text), true) = (&run.adapter_task, adapter.is_dir()) {
+                write_atomic(&adapter.join("task.json"), text)?;
+            }
         } else {
             p.since_best += 1;
         }

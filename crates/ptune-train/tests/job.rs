@@ -115,6 +115,17 @@ fn a_classification_job_round_trips_through_its_run_folder() {
     assert_eq!(p.len(), 1);
     assert!((p[0].scores.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     assert_eq!(classifier.labels()[p[0].index], p[0].label);
+    // The adapter folder alone, copied away from its run, carries what prediction needs.
+    let alone = d.join("adapter-alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    for entry in std::fs::read_dir(out.join("adapter")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), alone.join(entry.file_name())).unwrap();
+    }
+    let from_adapter = TextClassifier::<NdArray>::from_run(&alone).unwrap();
+    assert_eq!(from_adapter.labels(), classifier.labels());
+    let q = from_adapter.predict(&["the film was great and the cast ok"]).unwrap();
+    assert_eq!(q[0].scores, p[0].scores, "the adapter alone predicts as its run");
     // A tag run's reader refuses a classification run.
     let e = Tagger::<NdArray>::from_run(&out).err().expect("not a tag run").to_string();
     assert!(e.contains("does not tag"), "{e}");

@@ -65,7 +65,12 @@ fn train_classifier(
     base: &str,
 ) -> ptune_train::Result<(Classifier<AD>, RunSummary)> {
     let task = SequenceClassification { data, pooling: Pooling::Mean };
-    let run = ptune_train::RunOptions { out: out.to_path_buf(), resume, base_model: base.into() };
+    let run = ptune_train::RunOptions {
+        out: out.to_path_buf(),
+        resume,
+        base_model: base.into(),
+        adapter_task: None,
+    };
     train(backbone, &task, model, cfg, &run)
 }
 

@@ -31,6 +31,16 @@ pub enum TransformerError {
         /// Every place looked in, and why each failed.
         looked: String,
     },
+    /// Downloading a Hub model failed (feature `hub-download`).
+    #[error("cannot download `{name}` ({file}): {reason}")]
+    Download {
+        /// The Hub id as given.
+        name: String,
+        /// The file being fetched (empty before the first one).
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// The config names an architecture this crate does not implement.
     #[error(
         "unknown architecture `{0}` (supported: {supported})",

@@ -9,8 +9,12 @@
 //! ```
 //!
 //! `org/name@rev` picks a branch or tag (through `refs/<rev>`) or a commit hash. A name that is an
-//! existing path is always the path. Nothing here touches the network: a model that is not in the
-//! cache is an error that says where it looked and how to download it.
+//! existing path is always the path. Without the `hub-download` cargo feature nothing here touches
+//! the network: a model that is not in the cache is an error that says where it looked and how to
+//! download it. With it, such a model is downloaded through the `hf-hub` crate into the first cache
+//! folder, in the same layout (from `$HF_ENDPOINT`, default `https://huggingface.co`; never when
+//! `HF_HUB_OFFLINE` is set): `config.json`, the weights (`model.safetensors`, or the index and every
+//! shard it names) and `tokenizer.json` where the repository has one.
 
 use std::path::{Path, PathBuf};
 
@@ -146,10 +150,103 @@ pub fn resolve_in(name: &str, roots: &[PathBuf]) -> Result<PathBuf> {
             Err(why) => looked.push(why),
         }
     }
-    looked.push(format!(
-        "download it first (`huggingface-cli download {org}/{repo}`) or pass a model folder"
-    ));
+    #[cfg(feature = "hub-download")]
+    {
+        let offline = std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0");
+        match roots.first() {
+            Some(root) if !offline => {
+                let endpoint = std::env::var("HF_ENDPOINT")
+                    .ok()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+                match download_in(name, &endpoint, root) {
+                    Ok(dir) => return Ok(dir),
+                    Err(e) => looked.push(format!("downloading from {endpoint}: {e}")),
+                }
+            }
+            Some(_) => looked.push("HF_HUB_OFFLINE is set: not downloading".into()),
+            None => {}
+        }
+    }
+    let how = if cfg!(feature = "hub-download") {
+        "download it (`huggingface-cli download {id}`) where a network exists, or pass a model folder"
+    } else {
+        "download it first (`huggingface-cli download {id}`, or build ptune with the `hub-download` \
+         feature to let it download), or pass a model folder"
+    };
+    looked.push(how.replace("{id}", &format!("{org}/{repo}")));
     Err(not_found(looked))
+}
+
+/// The Hub's address when `$HF_ENDPOINT` is not set.
+#[cfg(feature = "hub-download")]
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Downloads the Hub model `org/name[@rev]` from `endpoint` into the HF cache folder `root` (the
+/// layout `huggingface_hub` uses, files already there are not fetched again) and returns its
+/// snapshot folder: `config.json`, the weights (`model.safetensors`, or
+/// `model.safetensors.index.json` and every shard it names) and `tokenizer.json` where the
+/// repository has one.
+///
+/// # Errors
+/// [`TransformerError::Download`] naming the file and the reason (no network, no such repository,
+/// a missing weights file, an index naming a shard outside the folder).
+#[cfg(feature = "hub-download")]
+pub fn download_in(name: &str, endpoint: &str, root: &Path) -> Result<PathBuf> {
+    use hf_hub::api::sync::{ApiBuilder, ApiError};
+    use hf_hub::{Cache, Repo, RepoType};
+    use std::io::IsTerminal;
+
+    use crate::loader::safetensors::{read_index, INDEX_FILE, WEIGHTS_FILE};
+
+    let fail = |file: &str, reason: String| TransformerError::Download {
+        name: name.to_string(),
+        file: file.to_string(),
+        reason,
+    };
+    let Some((org, repo, rev)) = parse_hub_id(name) else {
+        return Err(fail("", "not a Hub id (`org/name` or `org/name@revision`)".into()));
+    };
+    let api = ApiBuilder::from_cache(Cache::new(root.to_path_buf()))
+        .with_endpoint(endpoint.trim_end_matches('/').to_string())
+        .with_progress(std::io::stderr().is_terminal())
+        .build()
+        .map_err(|e| fail("", e.to_string()))?
+        .repo(Repo::with_revision(format!("{org}/{repo}"), RepoType::Model, rev.to_string()));
+    // One file: `None` when the repository has no such file (HTTP 404). The client unwraps a few
+    // things a broken server controls (headers, redirects): a panic there is an error too.
+    let get = |file: &str| -> Result<Option<PathBuf>> {
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api.get(file)))
+            .map_err(|_| fail(file, "the download client failed on the server's answer".into()))?;
+        match got {
+            Ok(path) => Ok(Some(path)),
+            Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
+            Err(e) => Err(fail(file, e.to_string())),
+        }
+    };
+    let config = get("config.json")?.ok_or_else(|| {
+        fail("config.json", "no such repository, or it has no config.json (not an HF model)".into())
+    })?;
+    let dir = config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| fail("config.json", "the cache path has no folder".into()))?;
+    if get(WEIGHTS_FILE)?.is_none() {
+        let index = get(INDEX_FILE)?.ok_or_else(|| {
+            fail(
+                WEIGHTS_FILE,
+                format!("the repository has neither {WEIGHTS_FILE} nor {INDEX_FILE}"),
+            )
+        })?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|source| TransformerError::Io { path: index.clone(), source })?;
+        for shard in read_index(&index, &text)?.1 {
+            get(&shard)?
+                .ok_or_else(|| fail(&shard, "named by the index, missing on the Hub".into()))?;
+        }
+    }
+    get("tokenizer.json")?;
+    Ok(dir)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::Path;
 use burn::backend::NdArray;
 use common::fixtures_dir;
 use ptune_testkit::{mutate_bytes, mutate_json, scratch, Rng, Tally};
-use ptune_transformer::{load_model, Backbone, BackboneInput, TextTokenizer};
+use ptune_transformer::{load_model, Backbone, BackboneInput};
 
 type B = NdArray;
 
@@ -296,7 +296,7 @@ fn mutated_tokenizer_json_never_panics() {
     for i in 0..150 {
         std::fs::write(&path, mutate_json(&original, &mut rng)).unwrap();
         tally.run(&format!("tokenizer.json mutant {i}"), || {
-            match TextTokenizer::from_file(&path) {
+            match ptune_transformer::TextTokenizer::from_file(&path) {
                 Ok(t) => {
                     let _ = t.encode("Soft prompts steer frozen transformers!");
                     true

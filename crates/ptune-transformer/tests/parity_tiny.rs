@@ -1,6 +1,6 @@
 //! Tiny random BERT, RoBERTa, Llama and Qwen2 (made by scripts/gen_reference.py) against HF
 //! transformers 4.57.6: plain, with a padding mask, with a prefix passed as past_key_values; on every
-//! CPU backend and wgpu. The checks run through the `Backbone` / `Encoder` / `Decoder` traits, so one
+//! CPU backend and (feature `wgpu`) on wgpu. The checks run through the `Backbone` / `Encoder` / `Decoder` traits, so one
 //! check serves every model of a kind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -230,4 +230,6 @@ macro_rules! backend_tests {
 
 backend_tests!(flex, burn::backend::Flex, 1e-5);
 backend_tests!(ndarray, burn::backend::NdArray, 1e-5);
+// With this crate's `wgpu` feature (`cargo xtask test` runs these in its GPU-backend step).
+#[cfg(feature = "wgpu")]
 backend_tests!(wgpu, burn::backend::Wgpu, 1e-4);

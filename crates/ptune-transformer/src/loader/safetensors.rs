@@ -26,8 +26,8 @@ pub struct SafetensorsSource {
 
 /// `model.safetensors.index.json`: which shard holds each tensor.
 #[derive(Deserialize)]
-struct ShardIndex {
-    weight_map: BTreeMap<String, String>,
+pub(crate) struct ShardIndex {
+    pub(crate) weight_map: BTreeMap<String, String>,
 }
 
 fn corrupt(path: &Path, message: impl Into<String>) -> TransformerError {
@@ -36,6 +36,31 @@ fn corrupt(path: &Path, message: impl Into<String>) -> TransformerError {
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
     SafeTensors::deserialize(bytes).map(|_| ()).map_err(|e| corrupt(path, e.to_string()))
+}
+
+/// A `model.safetensors.index.json` read from `text` (found at `index_path`), with its shard
+/// files: each named once, sorted, and each a plain file name of the model folder.
+pub(crate) fn read_index(index_path: &Path, text: &str) -> Result<(ShardIndex, Vec<String>)> {
+    let index: ShardIndex = serde_json::from_str(text)
+        .map_err(|e| corrupt(index_path, format!("not a safetensors index: {e}")))?;
+    let mut shard_names: Vec<String> = index.weight_map.values().cloned().collect();
+    shard_names.sort_unstable();
+    shard_names.dedup();
+    if shard_names.is_empty() {
+        return Err(corrupt(index_path, "the weight_map is empty"));
+    }
+    for shard in &shard_names {
+        let plain = Path::new(shard)
+            .file_name()
+            .is_some_and(|f| f == std::ffi::OsStr::new(shard) && shard != "..");
+        if !plain {
+            return Err(corrupt(
+                index_path,
+                format!("shard `{shard}` is not a file name in the model folder"),
+            ));
+        }
+    }
+    Ok((index, shard_names))
 }
 
 impl SafetensorsSource {
@@ -63,25 +88,9 @@ impl SafetensorsSource {
         }
         let text = std::fs::read_to_string(&index_path)
             .map_err(|source| TransformerError::Io { path: index_path.clone(), source })?;
-        let index: ShardIndex = serde_json::from_str(&text)
-            .map_err(|e| corrupt(&index_path, format!("not a safetensors index: {e}")))?;
-        let mut shard_names: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
-        shard_names.sort_unstable();
-        shard_names.dedup();
-        if shard_names.is_empty() {
-            return Err(corrupt(&index_path, "the weight_map is empty"));
-        }
+        let (index, shard_names) = read_index(&index_path, &text)?;
         let mut files = Vec::with_capacity(shard_names.len());
         for shard in &shard_names {
-            let plain = Path::new(shard)
-                .file_name()
-                .is_some_and(|f| f == std::ffi::OsStr::new(shard) && *shard != "..");
-            if !plain {
-                return Err(corrupt(
-                    &index_path,
-                    format!("shard `{shard}` is not a file name in the model folder"),
-                ));
-            }
             let path = dir.join(shard);
             let bytes = read_file(&path)?;
             check_header(&path, &bytes)?;
