@@ -20,6 +20,7 @@
 //! - `cargo xtask ptune …` — run the `ptune` CLI.
 
 mod bench;
+mod bench_serve;
 mod fetch;
 mod results;
 
@@ -58,6 +59,7 @@ fn main() -> Result<()> {
         Some("compare") => compare(&args[1..]),
         Some("ptune") => ptune(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("bench-serve") => bench_serve::bench_serve(&args[1..]),
         Some("results") => results::results(&args[1..]),
         _ => {
             eprintln!(
@@ -69,6 +71,7 @@ fn main() -> Result<()> {
                  train [ARGS]          fetch MiniLM + rt-sentences, train P-Tuning v2, compare to baselines\n  \
                  compare [ARGS]        the same short seeded job per backend (--backends flex,ndarray,wgpu)\n  \
                  bench [--peer] [ARGS] time every method's forward and training step (and PEFT's)\n  \
+                 bench-serve [ARGS]    concurrent clients over several adapters against ptune serve\n  \
                  results [ARGS]        measure the methods on real data, write docs/results.md\n  \
                  ptune ARGS            run the ptune CLI (the test build: dependencies optimized;\n                       `--backend wgpu|cuda` adds that backend's cargo feature)",
                 fetch::names().join("|")

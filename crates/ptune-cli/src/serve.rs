@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// Most inputs in one request.
     #[arg(long, default_value_t = 64)]
     pub max_inputs: usize,
+    /// Most new tokens one generation request may ask for.
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Serve one adapter at a time (as a server that switches its active adapter must) instead
+    /// of batching rows of different adapters together: a baseline for comparisons.
+    #[arg(long)]
+    pub one_adapter_at_a_time: bool,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
@@ -50,6 +57,8 @@ pub fn serve<B: FrozenOps>(args: ServeArgs) -> Result<()> {
         queue: args.queue,
         body_limit: args.body_limit,
         max_inputs: args.max_inputs,
+        max_new_tokens: args.max_new_tokens,
+        mixed: !args.one_adapter_at_a_time,
         handle_signals: true,
         ..ServeConfig::new(args.model, args.adapters)
     };

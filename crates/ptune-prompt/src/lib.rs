@@ -26,6 +26,6 @@ pub mod wiring;
 pub use error::{PromptError, Result};
 pub use head::{ClassifierHead, ClassifierHeadConfig};
 pub use registry::{EncoderKind, MethodInfo, MethodOptions};
-pub use soft_prompt::{prepare_mixed, SoftPrompt};
+pub use soft_prompt::{prepare_mixed, prepare_rows, rows_prefix, SoftPrompt};
 pub use spec::{EncoderSpec, MethodKind, Placement, PromptSpec};
 pub use wiring::PromptedBatch;

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ptune_reparam::Reparam;
 use ptune_transformer::FrozenOps;
-use ptune_transformer::{Backbone, BackboneInput, PositionPolicy};
+use ptune_transformer::{Backbone, BackboneInput, PositionPolicy, PrefixKv};
 
 use crate::error::{PromptError, Result};
 use crate::spec::PromptSpec;
@@ -118,20 +118,33 @@ pub fn prepare_mixed<B: FrozenOps, M: Backbone<B> + ?Sized>(
     if adapters.is_empty() {
         return Err(PromptError::Config("no adapter".into()));
     }
-    if let Some(map) = row_adapter {
-        if map.len() != rows.len() || map.iter().any(|&a| a >= adapters.len()) {
-            return Err(PromptError::Config(format!(
-                "row → adapter map {map:?} does not fit {} rows and {} adapters",
-                rows.len(),
-                adapters.len()
-            )));
-        }
+    let map: Vec<Option<usize>> = match row_adapter {
+        Some(map) => map.iter().map(|&a| Some(a)).collect(),
+        None => vec![Some(0); rows.len()],
+    };
+    if row_adapter.is_some_and(|m| m.len() != rows.len()) {
+        return Err(PromptError::Config(format!(
+            "row → adapter map {row_adapter:?} does not fit {} rows",
+            rows.len()
+        )));
     }
+    prepare_rows(backbone, adapters, &map, rows)
+}
+
+/// [`prepare_mixed`] where a row may also run without any adapter (`row_adapter[r] == None`:
+/// the frozen model alone, as [`PromptedBatch::plain`] would run it). A server mixing requests
+/// for several adapters and for the base model builds its batches with this.
+pub fn prepare_rows<B: FrozenOps, M: Backbone<B> + ?Sized>(
+    backbone: &M,
+    adapters: &[&SoftPrompt<B>],
+    row_adapter: &[Option<usize>],
+    rows: &[Vec<u32>],
+) -> Result<PromptedBatch<B>> {
+    check_map(adapters, row_adapter, rows.len())?;
     for a in adapters {
         a.check_backbone(backbone)?;
     }
     let device = backbone.embedding_matrix().device();
-    let adapter_of = |r: usize| row_adapter.map_or(0, |m| m[r]);
     let tables: Vec<Tensor<B, 2>> = adapters.iter().map(|a| a.table()).collect();
 
     // Input-level prompts: stack the input tables, each adapter's rows starting at its offset.
@@ -145,49 +158,101 @@ pub fn prepare_mixed<B: FrozenOps, M: Backbone<B> + ?Sized>(
             next += a.spec.num_virtual_tokens;
         }
     }
-    let slots: Vec<_> =
-        rows.iter()
-            .enumerate()
-            .map(|(r, ids)| {
-                let a = adapters[adapter_of(r)];
-                let placement = a.spec.method.is_input_level().then(|| {
-                    (&a.spec.placement, offsets[adapter_of(r)], a.spec.num_virtual_tokens)
-                });
-                row_slots(ids, placement)
-            })
-            .collect();
+    let slots: Vec<_> = rows
+        .iter()
+        .zip(row_adapter)
+        .map(|(ids, a)| {
+            let placement = a.and_then(|a| {
+                let (spec, offset) = (&adapters.get(a)?.spec, *offsets.get(a)?);
+                spec.method.is_input_level().then_some((
+                    &spec.placement,
+                    offset,
+                    spec.num_virtual_tokens,
+                ))
+            });
+            row_slots(ids, placement)
+        })
+        .collect();
     let prompts = (!input_tables.is_empty()).then(|| Tensor::cat(input_tables, 0));
     let (embeds, padding, text_positions) = assemble(backbone, prompts, &slots, &device)?;
     let mut input = BackboneInput::new(embeds).with_padding_mask(padding);
-
-    // Prefixes: rows of input-level adapters get zero prefix slots.
-    let prefix_adapters: Vec<usize> =
-        (0..adapters.len()).filter(|&a| !adapters[a].spec.method.is_input_level()).collect();
-    if !prefix_adapters.is_empty() {
-        let dims = backbone.dims();
-        let used: Vec<usize> = (0..rows.len()).map(adapter_of).collect();
-        let only_one = prefix_adapters.len() == 1 && used.iter().all(|&a| a == prefix_adapters[0]);
-        let prefix = if only_one {
-            let a = prefix_adapters[0];
-            prefix_kv(&dims, &[(tables[a].clone(), &adapters[a].spec.layers)], None)?
-        } else {
-            let layers = &adapters[prefix_adapters[0]].spec.layers;
-            let width = crate::wiring::prefix_width(&dims, layers.len());
-            // Adapter index → table (input-level adapters: an empty table, so their rows use 0 slots).
-            let entries: Vec<(Tensor<B, 2>, &[usize])> = adapters
-                .iter()
-                .zip(&tables)
-                .map(|(a, t)| {
-                    if a.spec.method.is_input_level() {
-                        (Tensor::zeros([0, width], &device), layers.as_slice())
-                    } else {
-                        (t.clone(), a.spec.layers.as_slice())
-                    }
-                })
-                .collect();
-            prefix_kv(&dims, &entries, Some(&used))?
-        };
+    if let Some(prefix) = prefix_of_rows(backbone, adapters, &tables, row_adapter)? {
         input = input.with_prefix(prefix).with_positions(PositionPolicy::Shift);
     }
     Ok(PromptedBatch { input, text_positions })
+}
+
+/// The per-layer prefixes of rows that each use an adapter or none (decoding steps pass them
+/// again on every call); `None` when no row uses a prefix method.
+pub fn rows_prefix<B: FrozenOps, M: Backbone<B> + ?Sized>(
+    backbone: &M,
+    adapters: &[&SoftPrompt<B>],
+    row_adapter: &[Option<usize>],
+) -> Result<Option<PrefixKv<B>>> {
+    check_map(adapters, row_adapter, row_adapter.len())?;
+    let tables: Vec<Tensor<B, 2>> = adapters.iter().map(|a| a.table()).collect();
+    prefix_of_rows(backbone, adapters, &tables, row_adapter)
+}
+
+fn check_map<B: FrozenOps>(
+    adapters: &[&SoftPrompt<B>],
+    row_adapter: &[Option<usize>],
+    rows: usize,
+) -> Result<()> {
+    if row_adapter.len() != rows || row_adapter.iter().flatten().any(|&a| a >= adapters.len()) {
+        return Err(PromptError::Config(format!(
+            "row → adapter map {row_adapter:?} does not fit {rows} rows and {} adapters",
+            adapters.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Prefixes for the rows: rows of input-level adapters and rows without an adapter get zero slots.
+fn prefix_of_rows<B: FrozenOps, M: Backbone<B> + ?Sized>(
+    backbone: &M,
+    adapters: &[&SoftPrompt<B>],
+    tables: &[Tensor<B, 2>],
+    row_adapter: &[Option<usize>],
+) -> Result<Option<PrefixKv<B>>> {
+    let is_prefix = |a: usize| adapters.get(a).is_some_and(|a| !a.spec.method.is_input_level());
+    let used: Vec<usize> = {
+        let mut u: Vec<usize> =
+            row_adapter.iter().flatten().copied().filter(|&a| is_prefix(a)).collect();
+        u.sort_unstable();
+        u.dedup();
+        u
+    };
+    let (Some(&first), Some(first_table)) =
+        (used.first(), used.first().and_then(|&a| tables.get(a)))
+    else {
+        return Ok(None);
+    };
+    let dims = backbone.dims();
+    let layers = &adapters[first].spec.layers;
+    if used.len() == 1 && row_adapter.iter().all(|&a| a == Some(first)) {
+        return prefix_kv(&dims, &[(first_table.clone(), layers)], None).map(Some);
+    }
+    let width = crate::wiring::prefix_width(&dims, layers.len());
+    let device = first_table.device();
+    // Adapter index → table; input-level and unused adapters, and the extra entry for rows
+    // without an adapter, get an empty table (zero slots) on the common layers.
+    let empty = || (Tensor::zeros([0, width], &device), layers.as_slice());
+    let mut entries: Vec<(Tensor<B, 2>, &[usize])> = adapters
+        .iter()
+        .zip(tables)
+        .enumerate()
+        .map(
+            |(i, (a, t))| {
+                if used.contains(&i) {
+                    (t.clone(), a.spec.layers.as_slice())
+                } else {
+                    empty()
+                }
+            },
+        )
+        .collect();
+    entries.push(empty());
+    let map: Vec<usize> = row_adapter.iter().map(|a| a.unwrap_or(adapters.len())).collect();
+    prefix_kv(&dims, &entries, Some(&map)).map(Some)
 }

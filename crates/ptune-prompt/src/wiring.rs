@@ -72,6 +72,23 @@ impl<B: FrozenOps> PromptedBatch<B> {
         Ok(Self { input: BackboneInput::new(embeds).with_padding_mask(padding), text_positions })
     }
 
+    /// Each row's real length: its slots before the right padding (all `s` when nothing is
+    /// padded). A row's last slot, `r·s + len − 1`, is where a decoder reads the next token.
+    pub fn row_lengths(&self) -> Result<Vec<usize>> {
+        let [b, s, _] = self.input.embeds.dims();
+        let Some(mask) = &self.input.padding_mask else {
+            return Ok(vec![s; b]);
+        };
+        let flags = mask
+            .clone()
+            .int()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .map_err(|e| PromptError::Config(format!("reading the padding mask: {e:?}")))?;
+        Ok(flags.chunks(s.max(1)).map(|row| row.iter().filter(|&&p| p == 0).count()).collect())
+    }
+
     /// Longest text (in tokens) among the rows.
     pub fn max_text_len(&self) -> usize {
         self.text_positions.iter().map(Vec::len).max().unwrap_or(0)

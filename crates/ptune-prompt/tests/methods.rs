@@ -32,6 +32,16 @@ struct Trainable<B: Backend> {
     head: ClassifierHead<B>,
 }
 
+/// The backends' random generators are process-wide and the tests of this file run on parallel
+/// threads: each test holds this lock while it seeds and draws, so a seeded test draws the same
+/// values every run (the finite-difference check needs a fixed draw: a ReLU kink within ±eps of
+/// a random input breaks central differences).
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn methods<B: FrozenOps>(
     backbone: &AnyBackbone<B>,
     dropout: f64,
@@ -102,6 +112,7 @@ fn bits<B: FrozenOps, const D: usize>(t: Tensor<B, D>) -> Vec<u64> {
 
 #[test]
 fn only_prompt_and_head_learn_and_the_backbone_stays_bit_identical() {
+    let _rng = rng_lock();
     let backbone = tiny::<AD>("bert");
     let AnyBackbone::Bert(bert) = &backbone else { panic!() };
     let probe = Tensor::<AD, 2, Int>::from_data(
@@ -185,6 +196,7 @@ fn with_input_table<B: AutodiffBackend + FrozenOps>(
 
 #[test]
 fn gradients_match_finite_differences() {
+    let _rng = rng_lock();
     let backbone = tiny::<AD>("bert");
     let device = Default::default();
     // Seeded: the same prompts and head every run (central differences in f32 carry rounding
@@ -225,6 +237,7 @@ fn gradients_match_finite_differences() {
 
 #[test]
 fn parameter_counts_have_closed_forms() {
+    let _rng = rng_lock();
     let backbone = tiny::<NdArray>("llama");
     let d = backbone.dims();
     let (n, h, dm, kv, l) = (4usize, 16usize, d.hidden_size, d.kv_dim(), d.num_layers);
@@ -308,12 +321,14 @@ fn mixed_batch_rows_match_alone<B: FrozenOps>(model: &str) {
 
 #[test]
 fn mixed_adapter_batches_match_rows_run_alone() {
+    let _rng = rng_lock();
     mixed_batch_rows_match_alone::<NdArray>("bert");
     mixed_batch_rows_match_alone::<NdArray>("llama");
 }
 
 #[test]
 fn template_places_virtual_tokens_and_strip_realigns_text() {
+    let _rng = rng_lock();
     let backbone = tiny::<NdArray>("llama");
     let t = PTuningConfig::new(3)
         .with_template(Some("[P*2] {text} [P]".into()))
@@ -380,12 +395,14 @@ fn saved_adapters_reload_with_the_same_outputs_for(model: &str) {
 
 #[test]
 fn saved_adapters_reload_with_the_same_outputs() {
+    let _rng = rng_lock();
     saved_adapters_reload_with_the_same_outputs_for("bert");
     saved_adapters_reload_with_the_same_outputs_for("llama");
 }
 
 #[test]
 fn bad_adapters_are_clear_errors() {
+    let _rng = rng_lock();
     let bert = tiny::<NdArray>("bert");
     let llama = tiny::<NdArray>("llama");
     // An adapter for the tiny Llama does not fit the tiny BERT.
@@ -439,6 +456,7 @@ fn bad_adapters_are_clear_errors() {
 
 #[test]
 fn training_state_resumes_to_the_same_result() {
+    let _rng = rng_lock();
     use ptune_prompt::training_state::{
         load_training_state, save_training_state, TrainingProgress,
     };
@@ -489,6 +507,7 @@ fn training_state_resumes_to_the_same_result() {
 
 #[test]
 fn prefix_dropout_is_active_only_while_the_prompt_trains() {
+    let _rng = rng_lock();
     let backbone = tiny::<AD>("bert");
     let device = Default::default();
     let prompt = PTuningV2Config::new(3).with_prefix_dropout(0.5).init(&backbone, None).unwrap();

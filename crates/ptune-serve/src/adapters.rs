@@ -4,15 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ptune_prompt::adapter::load_adapter;
 use ptune_prompt::{ClassifierHead, SoftPrompt};
 use ptune_train::{Pooling, TaskInfo, TaskKind};
-use ptune_transformer::{Backbone, FrozenOps};
+use ptune_transformer::{Backbone, FrozenOps, TextTokenizer};
 use serde::Serialize;
 
 /// One adapter, ready to run on the server's backbone.
 pub struct ServedAdapter<B: FrozenOps> {
+    /// Unique among every adapter this process has loaded (a reload gives new ids).
+    pub id: u64,
     /// Its name: the folder's name under the adapters folder.
     pub name: String,
     /// The task it was trained for (labels, pooling, longest input, template).
@@ -21,6 +24,9 @@ pub struct ServedAdapter<B: FrozenOps> {
     pub prompt: SoftPrompt<B>,
     /// Its head (classify and tag adapters).
     pub head: Option<ClassifierHead<B>>,
+    /// The token of each label's word (cloze adapters: classification by the decoder's next
+    /// word after the template).
+    pub verbalizer: Vec<u32>,
 }
 
 impl<B: FrozenOps> ServedAdapter<B> {
@@ -83,6 +89,7 @@ impl<B: FrozenOps> AdapterSet<B> {
     pub fn scan(
         dir: &Path,
         backbone: &dyn Backbone<B>,
+        tokenizer: &TextTokenizer,
         device: &B::Device,
     ) -> Result<Self, String> {
         let entries = std::fs::read_dir(dir)
@@ -103,7 +110,7 @@ impl<B: FrozenOps> AdapterSet<B> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| folder.display().to_string());
-            match load_one(&folder, &name, backbone, device) {
+            match load_one(&folder, &name, backbone, tokenizer, device) {
                 Ok(a) => {
                     adapters.insert(name, a);
                 }
@@ -118,6 +125,7 @@ fn load_one<B: FrozenOps>(
     folder: &Path,
     name: &str,
     backbone: &dyn Backbone<B>,
+    tokenizer: &TextTokenizer,
     device: &B::Device,
 ) -> Result<ServedAdapter<B>, String> {
     let task = folder.join("task.json");
@@ -146,8 +154,35 @@ fn load_one<B: FrozenOps>(
             ));
         }
     }
-    if info.task == TaskKind::Classify && adapter.head.is_none() {
-        return Err("a classify adapter without a head".into());
+    if matches!(info.task, TaskKind::Classify | TaskKind::Tag) && adapter.head.is_none() {
+        return Err(format!("a {:?} adapter without a head", info.task));
     }
-    Ok(ServedAdapter { name: name.to_string(), info, prompt: adapter.prompt, head: adapter.head })
+    let mut verbalizer = Vec::new();
+    if info.task == TaskKind::Cloze {
+        if backbone.as_decoder().is_none() {
+            return Err(format!(
+                "a cloze adapter needs a decoder, not a {} model",
+                backbone.family()
+            ));
+        }
+        let words = info.verbalizer.clone().unwrap_or_default();
+        verbalizer = ptune_train::lm::verbalizer(tokenizer, &words).map_err(|e| e.to_string())?;
+        if verbalizer.len() != info.labels.len() {
+            return Err(format!(
+                "its verbalizer has {} words for {} labels",
+                verbalizer.len(),
+                info.labels.len()
+            ));
+        }
+    }
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    Ok(ServedAdapter {
+        id,
+        name: name.to_string(),
+        info,
+        prompt: adapter.prompt,
+        head: adapter.head,
+        verbalizer,
+    })
 }

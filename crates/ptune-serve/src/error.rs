@@ -35,6 +35,39 @@ pub enum ApiError {
         /// The endpoint.
         endpoint: &'static str,
     },
+    /// A text is longer than the adapter reads (and the request did not ask to cut it).
+    #[error(
+        "inputs[{input}] has {tokens} tokens; adapter `{adapter}` reads at most {max} \
+         (send \"truncate\": true to cut longer texts as `ptune predict` does)"
+    )]
+    TooLong {
+        /// Which input.
+        input: usize,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The adapter.
+        adapter: String,
+        /// Its longest input.
+        max: usize,
+    },
+    /// A generation would run past the model's position table.
+    #[error(
+        "the prompt has {tokens} tokens, the adapter {virtual_tokens} virtual tokens and \
+         max_tokens is {max_tokens}: more than the model's {max} positions"
+    )]
+    TooLongPrompt {
+        /// Prompt tokens.
+        tokens: usize,
+        /// The adapter's virtual tokens.
+        virtual_tokens: usize,
+        /// New tokens asked for.
+        max_tokens: usize,
+        /// The model's positions.
+        max: usize,
+    },
+    /// Generation asked of an encoder.
+    #[error("this server's model is a {0} encoder: it does not generate")]
+    NotADecoder(String),
     /// Valid JSON, invalid content (empty input list, a text without tokens, too many inputs).
     #[error("{0}")]
     BadInput(String),
@@ -53,7 +86,11 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Malformed(_) | ApiError::BadInput(_) => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_)
+            | ApiError::BadInput(_)
+            | ApiError::TooLong { .. }
+            | ApiError::TooLongPrompt { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotADecoder(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownAdapter { .. } => StatusCode::NOT_FOUND,
             ApiError::WrongTask { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -71,6 +108,8 @@ impl ApiError {
             ApiError::UnknownAdapter { .. } => "unknown_adapter",
             ApiError::WrongTask { .. } => "wrong_task",
             ApiError::BadInput(_) => "bad_input",
+            ApiError::TooLong { .. } | ApiError::TooLongPrompt { .. } => "too_long",
+            ApiError::NotADecoder(_) => "not_a_decoder",
             ApiError::Busy(_) => "busy",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod adapters;
+pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod http;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use ptune_transformer::FrozenOps;
 
+pub use decode::{FinishReason, Generated};
 pub use engine::{BatchPolicy, Listing};
 pub use error::ApiError;
 
@@ -70,13 +72,18 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Most inputs in one request.
     pub max_inputs: usize,
+    /// Most new tokens one generation request may ask for.
+    pub max_new_tokens: usize,
+    /// Rows of different adapters share forwards (default `true`); `false` serves one adapter at
+    /// a time, as a server that switches its active adapter must (a benchmark baseline).
+    pub mixed: bool,
     /// Stop gracefully on SIGTERM or Ctrl-C (the CLI; tests stop the server themselves).
     pub handle_signals: bool,
 }
 
 impl ServeConfig {
     /// Defaults: batches of up to 32 rows gathered for at most 5 ms, 256 queued requests, 1 MiB
-    /// bodies, 64 inputs per request.
+    /// bodies, 64 inputs per request, 512 new tokens per generation.
     pub fn new(model: impl Into<String>, adapters: impl Into<PathBuf>) -> Self {
         Self {
             model: model.into(),
@@ -86,6 +93,8 @@ impl ServeConfig {
             queue: 256,
             body_limit: 1 << 20,
             max_inputs: 64,
+            max_new_tokens: 512,
+            mixed: true,
             handle_signals: false,
         }
     }
@@ -110,8 +119,12 @@ impl Server {
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let engine = {
             let (model, dir) = (config.model.clone(), config.adapters.clone());
-            let policy =
-                BatchPolicy { max_batch: config.max_batch.max(1), max_wait: config.max_wait };
+            let policy = BatchPolicy {
+                max_batch: config.max_batch.max(1),
+                max_wait: config.max_wait,
+                max_new_tokens: config.max_new_tokens,
+                mixed: config.mixed,
+            };
             let (listing, metrics) = (listing.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("ptune-engine".into())
@@ -191,6 +204,12 @@ impl Server {
     /// Forwards run and rows in them so far (mean batch size = rows / forwards).
     pub fn forwards(&self) -> (u64, u64) {
         self.metrics.forwards()
+    }
+
+    /// Decoding steps of running generations so far, and the rows in them (mean running
+    /// generations per step = rows / steps).
+    pub fn decode_steps(&self) -> (u64, u64) {
+        self.metrics.decode_steps()
     }
 
     /// Stops accepting, finishes the requests in flight, and returns when both threads are done.

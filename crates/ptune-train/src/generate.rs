@@ -161,7 +161,8 @@ fn last_logits<B: FrozenOps>(llama: &dyn Decoder<B>, hidden: Tensor<B, 3>) -> Te
     logits.reshape([b, v])
 }
 
-fn host_rows<B: FrozenOps>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
+/// The rows of a `[b, vocab]` logits tensor, on the host.
+pub fn host_rows<B: FrozenOps>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
     let [_, v] = t.dims();
     let flat = t
         .into_data()
@@ -264,24 +265,59 @@ pub fn generate_streaming<B: FrozenOps>(
         )));
     }
     match &cfg.decoding {
-        Decoding::Greedy => sequential(backbone, prompt, source, cfg, on_token, argmax),
-        Decoding::Sample { temperature, top_k, top_p, seed } => {
-            let bad_temperature = temperature.is_nan() || *temperature <= 0.0;
-            if bad_temperature || top_p.is_some_and(|p| p.is_nan() || p <= 0.0 || p > 1.0) {
-                return Err(TrainError::Config(
-                    "sampling needs temperature > 0 and top_p in (0, 1]".into(),
-                ));
-            }
-            let mut rng = ptune_data::split::SplitMix::new(*seed);
-            sequential(backbone, prompt, source, cfg, on_token, |row| {
-                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                sample_token(row, *temperature, *top_k, *top_p, u)
-            })
-        }
         Decoding::Beam { width, length_penalty } => {
             let out = beam(backbone, prompt, source, cfg, (*width).max(1), *length_penalty)?;
             on_token(&out);
             Ok(out)
+        }
+        decoding => {
+            let chooser = TokenChooser::new(decoding)?;
+            sequential(backbone, prompt, source, cfg, on_token, chooser)
+        }
+    }
+}
+
+/// Picks each next token of greedy or sampled decoding from one row of logits: the one rule for
+/// `generate` and for a server that decodes many requests in one batch (each request has its own
+/// chooser, so a seeded request samples the same tokens alone or batched).
+#[derive(Debug, Clone)]
+pub struct TokenChooser {
+    sample: Option<(f64, Option<usize>, Option<f64>)>,
+    rng: ptune_data::split::SplitMix,
+}
+
+impl TokenChooser {
+    /// A chooser for greedy or sampled decoding; beam search is not token by token (an error),
+    /// nor are a temperature ≤ 0 or a `top_p` outside (0, 1].
+    pub fn new(decoding: &Decoding) -> Result<Self> {
+        match decoding {
+            Decoding::Greedy => Ok(Self { sample: None, rng: ptune_data::split::SplitMix::new(0) }),
+            Decoding::Sample { temperature, top_k, top_p, seed } => {
+                let bad_temperature = temperature.is_nan() || *temperature <= 0.0;
+                if bad_temperature || top_p.is_some_and(|p| p.is_nan() || p <= 0.0 || p > 1.0) {
+                    return Err(TrainError::Config(
+                        "sampling needs temperature > 0 and top_p in (0, 1]".into(),
+                    ));
+                }
+                Ok(Self {
+                    sample: Some((*temperature, *top_k, *top_p)),
+                    rng: ptune_data::split::SplitMix::new(*seed),
+                })
+            }
+            Decoding::Beam { .. } => Err(TrainError::Config(
+                "beam search keeps several hypotheses: it is not decoded token by token".into(),
+            )),
+        }
+    }
+
+    /// The next token from `logits` (one row, the repetition penalty already applied).
+    pub fn choose(&mut self, logits: &[f32]) -> u32 {
+        match self.sample {
+            None => argmax(logits),
+            Some((temperature, top_k, top_p)) => {
+                let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                sample_token(logits, temperature, top_k, top_p, u)
+            }
         }
     }
 }
@@ -292,7 +328,7 @@ fn sequential<B: FrozenOps>(
     source: &[u32],
     cfg: &GenerationConfig,
     on_token: &mut dyn FnMut(&[u32]) -> Flow,
-    mut choose: impl FnMut(&[f32]) -> u32,
+    mut chooser: TokenChooser,
 ) -> Result<Vec<u32>> {
     let (mut session, mut logits) = Session::start(backbone, prompt, source, 1)?;
     let mut out = Vec::new();
@@ -300,7 +336,7 @@ fn sequential<B: FrozenOps>(
         let mut row = host_rows(logits)?.remove(0);
         let seen = source.iter().chain(&out).copied();
         apply_repetition_penalty(&mut row, seen, cfg.repetition_penalty);
-        let next = choose(&row);
+        let next = chooser.choose(&row);
         if Some(next) == cfg.eos {
             break;
         }

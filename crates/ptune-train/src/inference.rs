@@ -135,6 +135,13 @@ pub struct EvalReport {
 }
 
 impl<B: FrozenOps> TrainedRun<B> {
+    /// The longest input a prediction reads ([`TaskInfo::longest_input`] for this run's prompt
+    /// and model).
+    pub fn longest_input(&self) -> usize {
+        let virtual_tokens = self.prompt.as_ref().map_or(0, |p| p.spec.num_virtual_tokens);
+        self.info.longest_input(virtual_tokens, self.backbone.dims().max_positions)
+    }
+
     /// Loads the run folder `run` (or its `adapter/` folder, alone or inside the run: it carries
     /// its own `task.json`) with the model its `task.json` names, or with `model` instead, on
     /// `device`.
@@ -300,6 +307,19 @@ pub struct Prediction {
     pub scores: Vec<f32>,
 }
 
+impl Prediction {
+    /// The most likely of `labels` under `scores` (every label's probability, in label order);
+    /// an error when the scores do not match the labels.
+    pub fn from_scores(labels: &[String], scores: Vec<f32>) -> Result<Self> {
+        let index =
+            scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        let label = labels.get(index).cloned().ok_or_else(|| {
+            TrainError::Config(format!("score {index} of {} labels", labels.len()))
+        })?;
+        Ok(Self { label, index, scores })
+    }
+}
+
 /// A trained sequence-classification or cloze run, ready to label texts.
 pub struct TextClassifier<B: FrozenOps> {
     run: TrainedRun<B>,
@@ -365,6 +385,7 @@ impl<B: FrozenOps> TextClassifier<B> {
     /// The most likely label of each text, with every label's probability.
     pub fn predict<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Prediction>> {
         let info = &self.run.info;
+        let max_len = self.run.longest_input();
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(BATCH) {
             let rows = chunk
@@ -378,7 +399,7 @@ impl<B: FrozenOps> TextClassifier<B> {
                     if ids.is_empty() {
                         return Err(TrainError::Config(format!("`{text}` has no tokens")));
                     }
-                    Ok(ptune_data::tasks::truncate(ids, info.max_len, true))
+                    Ok(ptune_data::tasks::truncate(ids, max_len, true))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let logits = self.logits(&rows)?;
@@ -389,13 +410,7 @@ impl<B: FrozenOps> TextClassifier<B> {
                 .to_vec::<f32>()
                 .map_err(|e| TrainError::Config(format!("reading probabilities: {e:?}")))?;
             for row in probs.chunks(n).take(b) {
-                let index =
-                    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-                out.push(Prediction {
-                    label: info.labels[index].clone(),
-                    index,
-                    scores: row.to_vec(),
-                });
+                out.push(Prediction::from_scores(&info.labels, row.to_vec())?);
             }
         }
         Ok(out)
@@ -470,7 +485,7 @@ impl<B: FrozenOps> Tagger<B> {
             &sentences,
             &info.labels,
             &self.run.tokenizer,
-            info.max_len,
+            self.run.longest_input(),
             Path::new("<input>"),
         )?;
         let pred = predict_tags(&self.run.backbone, &self.model, &examples, BATCH)?;
@@ -657,44 +672,66 @@ impl<B: FrozenOps> Generator<B> {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<String> {
-        let ids = self.tokenizer.encode_plain(&format!("{source}{}", self.separator))?;
-        let eos = self.backbone.as_decoder().and_then(|d| d.eos_token_id());
-        let config = GenerationConfig {
-            max_new_tokens: options.max_new_tokens,
-            eos,
-            decoding: options.decoding.clone(),
-            repetition_penalty: options.repetition_penalty,
-        };
-        let mut text = StopText::new(&options.stop);
-        let mut failure = None;
-        generate_streaming(&self.backbone, self.prompt.as_ref(), &ids, &config, &mut |out| {
-            match self.tokenizer.decode(out) {
-                Ok(decoded) => {
-                    let (delta, stopped) = text.update(&decoded);
-                    if !delta.is_empty() {
-                        on_text(&delta);
-                    }
-                    if stopped {
-                        Flow::Stop
-                    } else {
-                        Flow::Continue
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    Flow::Stop
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
-        let rest = text.flush();
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-        Ok(text.finish())
+        generate_text(
+            &self.backbone,
+            &self.tokenizer,
+            self.prompt.as_ref(),
+            &self.separator,
+            source,
+            options,
+            on_text,
+        )
     }
+}
+
+/// What [`Generator::generate_stream`] runs, for callers that hold the parts themselves (a server
+/// with one backbone and many prompts): `source` followed by `separator`, continued under
+/// `prompt` (or none) until the decoder's eos, a stop string or `max_new_tokens`; each new piece
+/// of text goes to `on_text`; returns the whole text.
+pub fn generate_text<B: FrozenOps>(
+    backbone: &dyn Backbone<B>,
+    tokenizer: &TextTokenizer,
+    prompt: Option<&SoftPrompt<B>>,
+    separator: &str,
+    source: &str,
+    options: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let ids = tokenizer.encode_plain(&format!("{source}{separator}"))?;
+    let eos = backbone.as_decoder().and_then(|d| d.eos_token_id());
+    let config = GenerationConfig {
+        max_new_tokens: options.max_new_tokens,
+        eos,
+        decoding: options.decoding.clone(),
+        repetition_penalty: options.repetition_penalty,
+    };
+    let mut text = StopText::new(&options.stop);
+    let mut failure = None;
+    generate_streaming(backbone, prompt, &ids, &config, &mut |out| match tokenizer.decode(out) {
+        Ok(decoded) => {
+            let (delta, stopped) = text.update(&decoded);
+            if !delta.is_empty() {
+                on_text(&delta);
+            }
+            if stopped {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+        Err(e) => {
+            failure = Some(e);
+            Flow::Stop
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let rest = text.flush();
+    if !rest.is_empty() {
+        on_text(&rest);
+    }
+    Ok(text.finish())
 }
 
 #[cfg(test)]

@@ -251,19 +251,7 @@ pub fn cloze_logits<B: FrozenOps>(
     let input = b.input.clone();
     let s = input.embeds.dims()[1];
     // Each row's last filled slot: rows are right-padded.
-    let lengths: Vec<usize> = match &input.padding_mask {
-        Some(mask) => mask
-            .clone()
-            .int()
-            .into_data()
-            .convert::<i64>()
-            .iter::<i64>()
-            .collect::<Vec<_>>()
-            .chunks(s)
-            .map(|row| row.iter().filter(|&&p| p == 0).count())
-            .collect(),
-        None => vec![s; rows.len()],
-    };
+    let lengths = b.row_lengths()?;
     let hidden = backbone.forward(input)?;
     let index: Vec<usize> =
         lengths.iter().enumerate().map(|(r, &n)| r * s + n.max(1) - 1).collect();

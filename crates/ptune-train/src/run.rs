@@ -95,6 +95,13 @@ fn is_default_columns(c: &Columns) -> bool {
 }
 
 impl TaskInfo {
+    /// The longest input (in tokens) a prediction reads: the run's `max_len`, within what a model
+    /// of `max_positions` positions leaves after `virtual_tokens` (input-level tokens and
+    /// prefixes both shift the text's positions). Longer texts are cut to it.
+    pub fn longest_input(&self, virtual_tokens: usize, max_positions: usize) -> usize {
+        self.max_len.min(max_positions.saturating_sub(virtual_tokens))
+    }
+
     /// Where the run's rows come from.
     pub fn data_spec(&self) -> DataSpec {
         DataSpec {

@@ -203,12 +203,13 @@ pub fn with_prefix<B: Backend>(
     (Tensor::cat(vec![pk, key], 2), Tensor::cat(vec![pv, value], 2))
 }
 
-/// Position of each row's first real token (`[b]`), checked against the position table.
+/// Position of each row's first new token (`[b]`), checked against the position table: its prefix
+/// shift plus `past[r]`, the real tokens the row has seen before (missing rows: none).
 pub fn position_offsets<B: Backend>(
     policy: crate::config::PositionPolicy,
     prefix: Option<&PrefixKv<B>>,
     batch: usize,
-    n_past: usize,
+    past: &[usize],
     tokens: usize,
     max_positions: usize,
 ) -> Result<Vec<usize>> {
@@ -218,7 +219,7 @@ pub fn position_offsets<B: Backend>(
                 (crate::config::PositionPolicy::Shift, Some(p)) => p.row_len(r),
                 _ => 0,
             };
-            let offset = shift + n_past;
+            let offset = shift + past.get(r).copied().unwrap_or(0);
             if offset + tokens > max_positions {
                 return Err(TransformerError::TooManyPositions {
                     prefix: offset,

@@ -154,8 +154,14 @@ impl<B: Backend> Backbone<B> for CachedLowerLayers<'_, B> {
         let Some(lengths) = real_lengths(mask.as_deref(), b, s) else {
             return self.backbone.forward(input);
         };
-        let offsets =
-            position_offsets(input.positions, input.prefix.as_ref(), b, 0, s, dims.max_positions)?;
+        let offsets = position_offsets(
+            input.positions,
+            input.prefix.as_ref(),
+            b,
+            &[],
+            s,
+            dims.max_positions,
+        )?;
         let d = dims.hidden_size;
         let embeds: Vec<f32> =
             input.embeds.clone().into_data().convert::<f32>().to_vec().unwrap_or_default();

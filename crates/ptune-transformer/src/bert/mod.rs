@@ -183,8 +183,14 @@ impl<B: FrozenOps> Bert<B> {
         let dims = self.dims();
         let [b, s] = input.validate(&dims)?;
         let n_prefix = input.prefix_len();
-        let offsets =
-            position_offsets(input.positions, input.prefix.as_ref(), b, 0, s, dims.max_positions)?;
+        let offsets = position_offsets(
+            input.positions,
+            input.prefix.as_ref(),
+            b,
+            &[],
+            s,
+            dims.max_positions,
+        )?;
         let (start, end) = input.layer_range(self.layers.len())?;
         let device = input.embeds.device();
         let eps = self.config.layer_norm_eps;

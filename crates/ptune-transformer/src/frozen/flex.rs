@@ -538,9 +538,16 @@ impl FrozenOps for Flex {
         if q.dtype() != DType::F32 {
             return composed::attention_train::<Self>(q, k, v, bias, scale);
         }
-        let [_, h, s_q, _] = dims4(&q);
+        let [b, h, s_q, d] = dims4(&q);
         let n_kv = dims4(&k)[1];
-        let (k, v) = (repeat_kv(k, h, n_kv), repeat_kv(v, h, n_kv));
+        if n_kv == 0 || h % n_kv != 0 {
+            return composed::attention_train::<Self>(q, k, v, bias, scale);
+        }
+        // Grouped-query attention without copying keys and values once per query head: the
+        // `h / n_kv` query heads that share a key/value head are consecutive, so the queries seen
+        // as `[b, n_kv, (h / n_kv)·s_q, d]` (a free reshape) meet `k` and `v` as they are. Row
+        // `r` of the scores is still query position `r % s_q` of batch row `r / (h·s_q)`.
+        let q = q.reshape(Shape::from(vec![b, n_kv, (h / n_kv) * s_q, d]));
         let scores = mm(q, k.transpose(2, 3));
         let s_k = dims4(&scores)[3];
         let bias = bias.as_ref().and_then(contiguous);
@@ -567,7 +574,9 @@ impl FrozenOps for Flex {
                 row.iter_mut().for_each(|t| *t /= sum);
             },
         );
-        (mm(p.clone(), v), p)
+        let d_v = dims4(&v)[3];
+        let out = mm(p.clone(), v).reshape(Shape::from(vec![b, h, s_q, d_v]));
+        (out, p.reshape(Shape::from(vec![b, h, s_q, s_k])))
     }
 
     fn frozen_attention_backward(

@@ -198,11 +198,20 @@ impl<B: FrozenOps> Llama<B> {
         }
         let n_prefix = input.prefix_len();
         let n_past = cache.len;
+        if n_past > 0 && cache.rows() != b {
+            return Err(TransformerError::Input(format!(
+                "KV cache holds {} rows, the input has {b}",
+                cache.rows()
+            )));
+        }
+        // Real tokens before each row's new ones: padded cache slots hold no position.
+        let past: Vec<usize> =
+            cache.padded_per_row().iter().map(|p| n_past.saturating_sub(*p)).collect();
         let offsets = position_offsets(
             input.positions,
             input.prefix.as_ref(),
             b,
-            n_past,
+            &past,
             s,
             dims.max_positions,
         )?;
