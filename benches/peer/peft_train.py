@@ -7,11 +7,21 @@ Stack: benches/peer/requirements.txt. Run from the repo root (`cargo xtask resul
     python benches/peer/peft_train.py --out results.json
         [--methods prompt-tuning,p-tuning-mlp,p-tuning-lstm,prefix-tuning,p-tuning-v2,linear-probe,full-finetune]
         [--seeds 0,1,2] [--train-limit 400] [--epochs 1] [--batch-size 32] [--virtual-tokens 16]
-        [--max-len 64] [--threads 2]
+        [--max-len 64] [--threads 2] [--preset ptune|peft-docs] [--lr METHOD=LR,...]
+        [--pooling pooler|mean] [--no-dropout]
+
+Presets: `ptune` (default) runs every method with ptune's settings (16 virtual tokens, the learning
+rates `--lr` gives, AdamW weight decay 0, 0.01 for full fine-tuning); `peft-docs` with the settings of
+PEFT's own sequence-classification guides (P-Tuning and Prompt Tuning: lr 1e-3, 20 / 10 virtual
+tokens; prefix tuning: lr 1e-2, 20 virtual tokens) and HF's fine-tuning defaults (2e-5, weight decay
+0.01). `--pooling mean` puts ptune's head on PEFT's model (a linear layer on the mean of the last
+hidden state over the text tokens, virtual tokens stripped; PEFT's FEATURE_EXTRACTION task type);
+the default is PEFT's BertForSequenceClassification, which classifies from the pooler.
 
 Data: split.py (ptune's split, reproduced exactly); training on the first --train-limit rows of the
 train split in split order, dev accuracy on every dev sentence after each epoch (the best is
-reported). Model: MiniLM from $PTUNE_CACHE/models/minilm as BertForSequenceClassification (2 labels;
+reported), and test accuracy on every test sentence at each new best dev accuracy (the test score of
+the epoch dev selects). Model: MiniLM from $PTUNE_CACHE/models/minilm as BertForSequenceClassification (2 labels;
 peft_bench.load_base). Each (method, seed) runs in its own subprocess (this script re-invoked with
 `--one method:seed`), so its peak RSS is its own. The child prints one JSON line; the parent collects
 them, writes --out and prints a table (mean ± std over the seeds). A run that fails is recorded with
@@ -38,9 +48,16 @@ import split  # noqa: E402  (ptune's rt-sentences split)
 METHODS = ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm", "prefix-tuning", "p-tuning-v2",
            "linear-probe", "full-finetune"]
 PEFT_METHODS = METHODS[:5]
-# Peak learning rates, as `cargo xtask results` gives `ptune train` (full fine-tuning: PEFT side only).
+# Peak learning rates of the ptune preset when --lr gives none (`cargo xtask results --peer` passes the
+# rates its sweep chose for ptune).
 LR = {"prompt-tuning": 3e-2, "p-tuning-mlp": 5e-3, "p-tuning-lstm": 5e-3, "prefix-tuning": 5e-3,
       "p-tuning-v2": 5e-2, "linear-probe": 1e-2, "full-finetune": 5e-5}
+# PEFT's documented settings (its sequence-classification guides: P_Tuning, Prompt_Tuning and
+# prefix_tuning for GLUE/MRPC) and HF's fine-tuning defaults: (learning rate, virtual tokens).
+PEFT_DOCS = {"prompt-tuning": (1e-3, 10), "p-tuning-mlp": (1e-3, 20), "p-tuning-lstm": (1e-3, 20),
+             "prefix-tuning": (1e-2, 20), "p-tuning-v2": (1e-2, 20), "linear-probe": (1e-3, 0),
+             "full-finetune": (2e-5, 0)}
+FULL_WEIGHT_DECAY = 0.01
 WARMUP_RATIO = 0.06
 GRAD_CLIP = 1.0
 ADAM_EPS = 1e-8  # torch's default (Burn's AdamW default is 1e-5)
@@ -58,7 +75,7 @@ METHOD_NOTES = {
     "p-tuning-v2": "PEFT PrefixTuningConfig(prefix_projection=False): a trainable per-layer key/value "
                    "prefix table; P-Tuning v2's prefix dropout does not exist in PEFT, so none is applied",
     "linear-probe": "no PEFT: BERT (pooler included) frozen, only the classifier trained",
-    "full-finetune": "no PEFT: every parameter trained (ptune has no counterpart: its backbone is frozen)",
+    "full-finetune": "no PEFT: every parameter trained (ptune's --method full-finetune)",
 }
 
 
@@ -70,6 +87,28 @@ def seed_list(value):
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError("give at least one seed, none negative")
     return seeds
+
+
+def lr_overrides(value):
+    out = {}
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        method, _, lr = item.partition("=")
+        if method not in METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method `{method}` in --lr")
+        try:
+            out[method] = float(lr)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--lr {item}: not a number")
+    return out
+
+
+def settings_for(args, method):
+    """(learning rate, virtual tokens, weight decay) of `method` under the preset."""
+    wd = FULL_WEIGHT_DECAY if method == "full-finetune" else 0.0
+    if args.preset == "peft-docs":
+        lr, n = PEFT_DOCS[method]
+        return lr, n or args.virtual_tokens, wd
+    return args.lr.get(method, LR[method]), args.virtual_tokens, wd
 
 
 def parse_args(argv=None):
@@ -93,6 +132,12 @@ def parse_args(argv=None):
                         "each tensor's gradient clipped to norm 1 on its own, as Burn does")
     p.add_argument("--no-dropout", action="store_true",
                    help="switch off BERT's dropout while training (ptune's backbone has none)")
+    p.add_argument("--preset", choices=["ptune", "peft-docs"], default="ptune",
+                   help="ptune: ptune's settings (default); peft-docs: PEFT's documented ones")
+    p.add_argument("--lr", default="", type=lr_overrides,
+                   help="METHOD=LR,... learning rates over the preset's (ptune preset)")
+    p.add_argument("--pooling", choices=["pooler", "mean"], default="pooler",
+                   help="pooler: BertForSequenceClassification (default); mean: ptune's head")
     p.add_argument("--verbose", action="store_true", help="echo each child's stderr")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method:seed in this process
     args = p.parse_args(argv)
@@ -108,8 +153,11 @@ def parse_args(argv=None):
 def settings_of(args):
     return {"dataset": "rt-sentences", "split": "ptune split_indices(n, 0.1, 0.1, seed 13); split.py",
             "train_limit": args.train_limit or None, "epochs": args.epochs, "batch_size": args.batch_size,
-            "virtual_tokens": args.virtual_tokens, "max_len": args.max_len, "lr": {m: LR[m] for m in args.methods},
-            "optimizer": {"name": "torch.optim.AdamW", "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": ADAM_EPS},
+            "preset": args.preset, "pooling_head": args.pooling,
+            "virtual_tokens": {m: settings_for(args, m)[1] for m in args.methods}, "max_len": args.max_len,
+            "lr": {m: settings_for(args, m)[0] for m in args.methods},
+            "optimizer": {"name": "torch.optim.AdamW", "betas": [0.9, 0.999], "eps": ADAM_EPS,
+                          "weight_decay": {m: settings_for(args, m)[2] for m in args.methods}},
             "schedule": ("transformers.get_linear_schedule_with_warmup" if args.schedule == "hf"
                          else "ptune lr_at (linear warmup from lr/warmup, then linear decay to 0)"),
             "warmup_ratio": WARMUP_RATIO, "warmup_steps": "round(0.06 * total optimizer steps), halves away from 0",
@@ -117,7 +165,7 @@ def settings_of(args):
             "dropout": "off" if args.no_dropout else "transformers defaults (0.1) in training",
             "shuffle": "torch.randperm per epoch, torch.Generator seeded with the seed; last partial batch kept",
             "padding": "dynamic per batch, [PAD] = 0, attention_mask", "eval": "every dev sentence after each epoch, in batches of --batch-size sorted by length",
-            "pooling": POOLING_NOTE, "model": str(peft_bench.MINILM_DIR)}
+            "pooling": POOLING_NOTE if args.pooling == "pooler" else MEAN_NOTE, "model": str(peft_bench.MINILM_DIR)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -151,9 +199,36 @@ def collate(rows, labels, pad_id):
     return {"input_ids": ids, "attention_mask": mask}, torch.tensor(labels, dtype=torch.long)
 
 
-def peft_config(method, n):
+MEAN_NOTE = ("ptune's head on PEFT's model: a linear layer on the mean of BertModel's last hidden state over "
+             "the text tokens (virtual tokens stripped); PEFT task type FEATURE_EXTRACTION")
+
+
+def mean_pooled(encoder, hidden, n_labels, n_virtual):
+    """ptune's mean-pooling head over `encoder` (BertModel, or a PEFT FEATURE_EXTRACTION model whose
+    output starts with `n_virtual` virtual positions)."""
+    import types
+    import torch
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.classifier = torch.nn.Linear(hidden, n_labels)
+
+        def forward(self, input_ids, attention_mask, labels=None):
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            h = out.last_hidden_state[:, n_virtual:, :]
+            keep = attention_mask.unsqueeze(-1).to(h.dtype)
+            logits = self.classifier((h * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+            loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return types.SimpleNamespace(loss=loss, logits=logits)
+
+    return Model()
+
+
+def peft_config(method, n, task=None):
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
-    task = TaskType.SEQ_CLS
+    task = task or TaskType.SEQ_CLS
     if method == "prompt-tuning":
         return PromptTuningConfig(task_type=task, num_virtual_tokens=n)  # RANDOM init
     if method == "p-tuning-mlp":
@@ -170,9 +245,22 @@ def peft_config(method, n):
     raise ValueError(method)
 
 
-def build_model(method, n_virtual):
+def build_model(method, n_virtual, pooling="pooler"):
     """(model, loaded facts); call after torch.manual_seed."""
     base, loaded = peft_bench.load_base("minilm")
+    if pooling == "mean":
+        from peft import TaskType, get_peft_model
+        encoder = base.bert
+        encoder.pooler = None  # the mean head does not read it; keeps it out of the trainable count
+        input_level = method in ("prompt-tuning", "p-tuning-mlp", "p-tuning-lstm")
+        if method in PEFT_METHODS:
+            encoder = get_peft_model(encoder, peft_config(method, n_virtual, TaskType.FEATURE_EXTRACTION))
+        else:
+            for p in encoder.parameters():
+                p.requires_grad_(method == "full-finetune")
+        hidden = base.config.hidden_size
+        model = mean_pooled(encoder, hidden, 2, n_virtual if input_level else 0)
+        return model, loaded
     if method in PEFT_METHODS:
         from peft import get_peft_model
         return get_peft_model(base, peft_config(method, n_virtual)), loaded
@@ -243,11 +331,14 @@ def run_one(args):
     dev_rows, _ = tokenize([r["text"] for r in data["dev"]], args.max_len)
     train_y = [r["label"] for r in data["train"]]
     dev_y = [r["label"] for r in data["dev"]]
+    test_rows, _ = tokenize([r["text"] for r in data["test"]], args.max_len)
+    test_y = [r["label"] for r in data["test"]]
     data_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    model, loaded = build_model(method, args.virtual_tokens)
+    lr, n_virtual, weight_decay = settings_for(args, method)
+    model, loaded = build_model(method, n_virtual, args.pooling)
     if args.no_dropout:
         disable_dropout(model)
     load_s = time.perf_counter() - t0
@@ -259,7 +350,7 @@ def run_one(args):
     steps_per_epoch = math.ceil(len(train_rows) / bs)
     total = steps_per_epoch * args.epochs
     warmup = int(split.round_half_away(total * WARMUP_RATIO))
-    opt = torch.optim.AdamW(trainable, lr=LR[method], betas=(0.9, 0.999), eps=ADAM_EPS, weight_decay=0.0)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.999), eps=ADAM_EPS, weight_decay=weight_decay)
     if args.schedule == "hf":
         sched = get_linear_schedule_with_warmup(opt, warmup, total)
     else:
@@ -267,6 +358,7 @@ def run_one(args):
     gen = torch.Generator().manual_seed(seed)
 
     history = []
+    best_dev, test_acc = -1.0, float("nan")
     for epoch in range(args.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -291,20 +383,24 @@ def run_one(args):
         t0 = time.perf_counter()
         acc = evaluate(model, dev_rows, dev_y, bs, pad_id)
         eval_s = time.perf_counter() - t0
+        if acc > best_dev:
+            best_dev, test_acc = acc, evaluate(model, test_rows, test_y, bs, pad_id)
         history.append({"epoch": epoch + 1, "train_loss": statistics.fmean(losses), "dev_accuracy": acc,
                         "train_seconds": train_s, "eval_seconds": eval_s})
         print(f"{method} seed {seed} epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f}, "
               f"dev accuracy {acc:.4f} ({train_s:.1f} s + eval {eval_s:.1f} s)", file=sys.stderr, flush=True)
 
     best = max(history, key=lambda h: h["dev_accuracy"])
-    rec = {"method": method, "seed": seed, "trainable_params": n_trainable, "lr": LR[method],
+    rec = {"method": method, "seed": seed, "trainable_params": n_trainable, "lr": lr,
+           "virtual_tokens": n_virtual, "weight_decay": weight_decay, "preset": args.preset,
+           "pooling_head": args.pooling, "test_accuracy": test_acc,
            "dev_accuracy": best["dev_accuracy"], "best_epoch": best["epoch"],
            "seconds_per_epoch": statistics.fmean(h["train_seconds"] for h in history),
            "eval_seconds": statistics.fmean(h["eval_seconds"] for h in history),
            "peak_rss_mb": peft_bench.peak_rss_mb(), "train_sentences": len(train_rows),
            "dev_sentences": len(dev_rows), "optimizer_steps": total, "warmup_steps": warmup,
            "load_seconds": load_s, "data_seconds": data_s, "history": history,
-           "pooling": POOLING_NOTE, "note": METHOD_NOTES[method]}
+           "pooling": POOLING_NOTE if args.pooling == "pooler" else MEAN_NOTE, "note": METHOD_NOTES[method]}
     return {"result": rec, "loaded": loaded,
             "attn_implementation": getattr(getattr(model, "config", None), "_attn_implementation", None)}
 
@@ -331,7 +427,8 @@ def run_child(args, method, seed):
            "--train-limit", str(args.train_limit), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--virtual-tokens", str(args.virtual_tokens),
            "--max-len", str(args.max_len), "--threads", str(args.threads),
-           "--schedule", args.schedule, "--clip", args.clip] + (["--no-dropout"] if args.no_dropout else [])
+           "--schedule", args.schedule, "--clip", args.clip, "--preset", args.preset, "--pooling", args.pooling,
+           "--lr", ",".join(f"{m}={v}" for m, v in args.lr.items())] + (["--no-dropout"] if args.no_dropout else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if args.verbose and proc.stderr:
         sys.stderr.write(proc.stderr)
@@ -358,8 +455,11 @@ def summarize(results, methods):
         ok = [r for r in results if r["method"] == m and "error" not in r]
         failed = sum(1 for r in results if r["method"] == m and "error" in r)
         acc, acc_sd = mean_std([r["dev_accuracy"] for r in ok])
+        test, test_sd = mean_std([r["test_accuracy"] for r in ok])
         rows.append({"method": m, "runs": len(ok), "failed": failed,
                      "trainable_params": ok[0]["trainable_params"] if ok else None,
+                     "lr": ok[0]["lr"] if ok else None, "virtual_tokens": ok[0]["virtual_tokens"] if ok else None,
+                     "test_accuracy_mean": test, "test_accuracy_std": test_sd,
                      "dev_accuracy_mean": acc, "dev_accuracy_std": acc_sd,
                      "seconds_per_epoch_mean": mean_std([r["seconds_per_epoch"] for r in ok])[0],
                      "eval_seconds_mean": mean_std([r["eval_seconds"] for r in ok])[0],
@@ -368,14 +468,16 @@ def summarize(results, methods):
 
 
 def fmt_table(summary):
-    head = ["method", "lr", "trainable", "dev accuracy (mean ± std)", "runs", "s/epoch", "eval s", "peak RSS MB"]
+    head = ["method", "lr", "trainable", "dev accuracy (mean ± std)", "test accuracy", "runs", "s/epoch",
+            "eval s", "peak RSS MB"]
     rows = []
     for s in summary:
         if not s["runs"]:
-            rows.append([s["method"], f"{LR[s['method']]:g}", "", "ERROR", f"0/{s['failed']}", "", "", ""])
+            rows.append([s["method"], "", "", "ERROR", "", f"0/{s['failed']}", "", "", ""])
             continue
-        rows.append([s["method"], f"{LR[s['method']]:g}", f"{s['trainable_params']:,}",
+        rows.append([s["method"], f"{s['lr']:g}", f"{s['trainable_params']:,}",
                      f"{s['dev_accuracy_mean']:.4f} ± {s['dev_accuracy_std']:.4f}",
+                     f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
                      f"{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else ""),
                      f"{s['seconds_per_epoch_mean']:.1f}", f"{s['eval_seconds_mean']:.1f}",
                      f"{s['peak_rss_mb_max']:.0f}"])

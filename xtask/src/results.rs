@@ -1,17 +1,23 @@
-//! `cargo xtask results [--seeds N] [--train-limit N] [--epochs N] [--methods a,b] [--no-e2e]
-//! [--e2e-train-limit N] [--peer] [--out docs/results.md]`: the comparison of the methods measured on real
-//! data, written to `docs/results.md` with an SVG plot.
+//! `cargo xtask results [--full] [--seeds N] [--train-limit N] [--epochs N] [--methods a,b]
+//! [--no-tag] [--no-e2e] [--no-cloze] [--peer] [--out docs/results.md]`: the methods measured on
+//! real data, written to `docs/results.md` with SVG plots.
 //!
-//! - MiniLM on `rt-sentences`: every method (and the linear probe) with `ptune train`, per seed;
-//!   trainable parameters, dev accuracy mean ± std over seeds, seconds per epoch and peak RSS (the
-//!   `ptune` process's `VmHWM`, polled while it runs).
-//! - With `--peer`: the same MiniLM runs in PEFT (`benches/peer/peft_train.py`, same split), plus
-//!   linear probe and full fine-tuning in PyTorch.
-//! - SmolLM2 on `e2e` (split by meaning representation): Prefix-Tuning vs Prompt Tuning, BLEU and
-//!   ROUGE-L of greedy generations on the dev sources, with sample generations.
+//! - MiniLM on `rt-sentences`, per method (linear probe, Prompt Tuning, P-Tuning MLP and LSTM,
+//!   Prefix-Tuning, P-Tuning v2, full fine-tuning): three learning rates on seed 0, the one with
+//!   the best dev accuracy kept, then the other seeds at that rate; test accuracy of the best
+//!   epoch (mean ± std over seeds), dev accuracy, trainable parameters, seconds per epoch, peak RSS
+//!   (the `ptune` process's `VmHWM`, polled while it runs). Stability: the std over seeds and the
+//!   fraction of runs whose test accuracy beats the linear probe's mean. Whether shallow <
+//!   reparameterised < deep holds, from those means.
+//! - MiniLM on `e2e-slots` (token classification): each method at one rate, entity F1.
+//! - SmolLM2-135M cloze on `rt-sentences` (the verbalizer's choice of the frozen LM head): the
+//!   prompt methods, for the same ordering on a decoder.
+//! - SmolLM2-135M on `e2e`: Prompt Tuning, Prefix-Tuning and P-Tuning v2, BLEU and ROUGE-L of
+//!   greedy generations (stop at the newline) on the dev sources.
+//! - With `--peer`: the MiniLM runs in PEFT (`benches/peer/peft_train.py`, same split).
 //!
-//! The defaults (3 seeds, 400 training sentences, 1 epoch; E2E 160 training pairs, 1 epoch) are sized
-//! for about an hour on a 2-core CPU; raise them with the flags for bigger runs.
+//! The default budget (2,400 training sentences, 2 epochs, 3 seeds) is what separates the methods
+//! on MiniLM; `--full` trains on the whole training split for 3 epochs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,21 +27,97 @@ use serde_json::Value;
 
 use crate::{cargo, flag_value, given};
 
-/// A MiniLM row: label, `ptune train` method flags.
-const MINILM: &[(&str, &[&str])] = &[
-    ("linear probe (head only)", &["--method", "linear-probe"]),
-    ("Prompt Tuning", &["--method", "prompt-tuning", "--lr", "3e-2"]),
-    (
-        "P-Tuning (MLP)",
-        &["--method", "p-tuning", "--encoder", "mlp", "--encoder-hidden", "128", "--lr", "5e-3"],
-    ),
-    (
-        "P-Tuning (LSTM)",
-        &["--method", "p-tuning", "--encoder", "lstm", "--encoder-hidden", "128", "--lr", "5e-3"],
-    ),
-    ("Prefix-Tuning", &["--method", "prefix-tuning", "--encoder-hidden", "512", "--lr", "5e-3"]),
-    ("P-Tuning v2", &["--method", "p-tuning-v2", "--lr", "5e-2"]),
+/// A row of the comparison: label, short name (`--methods` and run folders), `ptune train` method
+/// flags, and the learning rates swept.
+struct Method {
+    label: &'static str,
+    name: &'static str,
+    /// The method's name in `benches/peer/peft_train.py`.
+    peft: &'static str,
+    flags: &'static [&'static str],
+    lrs: [&'static str; 3],
+    /// Shallow (input level), reparameterised, deep (every layer), or a baseline.
+    depth: Depth,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Baseline,
+    Shallow,
+    Reparameterised,
+    Deep,
+}
+
+const MINILM: &[Method] = &[
+    Method {
+        label: "linear probe (head only)",
+        name: "probe",
+        peft: "linear-probe",
+        flags: &["--method", "linear-probe"],
+        lrs: ["3e-3", "1e-2", "3e-2"],
+        depth: Depth::Baseline,
+    },
+    Method {
+        label: "Prompt Tuning",
+        name: "prompt",
+        peft: "prompt-tuning",
+        flags: &["--method", "prompt-tuning"],
+        lrs: ["1e-2", "3e-2", "1e-1"],
+        depth: Depth::Shallow,
+    },
+    Method {
+        label: "P-Tuning (MLP)",
+        name: "ptuning-mlp",
+        peft: "p-tuning-mlp",
+        flags: &["--method", "p-tuning", "--encoder", "mlp", "--encoder-hidden", "128"],
+        lrs: ["1e-3", "3e-3", "1e-2"],
+        depth: Depth::Reparameterised,
+    },
+    Method {
+        label: "P-Tuning (LSTM)",
+        name: "ptuning-lstm",
+        peft: "p-tuning-lstm",
+        flags: &["--method", "p-tuning", "--encoder", "lstm", "--encoder-hidden", "128"],
+        lrs: ["1e-3", "3e-3", "1e-2"],
+        depth: Depth::Reparameterised,
+    },
+    Method {
+        label: "Prefix-Tuning",
+        name: "prefix",
+        peft: "prefix-tuning",
+        flags: &["--method", "prefix-tuning", "--encoder-hidden", "512"],
+        lrs: ["1e-3", "3e-3", "1e-2"],
+        depth: Depth::Deep,
+    },
+    Method {
+        label: "P-Tuning v2",
+        name: "ptv2",
+        peft: "p-tuning-v2",
+        flags: &["--method", "p-tuning-v2"],
+        lrs: ["5e-3", "1e-2", "3e-2"],
+        depth: Depth::Deep,
+    },
+    Method {
+        label: "full fine-tuning",
+        name: "full",
+        peft: "full-finetune",
+        flags: &["--method", "full-finetune"],
+        lrs: ["1e-5", "2e-5", "5e-5"],
+        depth: Depth::Baseline,
+    },
 ];
+
+/// What one `ptune train` run reported.
+struct RunResult {
+    lr: String,
+    dev: f64,
+    test: f64,
+    params: u64,
+    seconds_per_epoch: Vec<f64>,
+    peak_mib: f64,
+    /// (epoch, dev score) per epoch.
+    curve: Vec<(f64, f64)>,
+}
 
 /// Runs `ptune ARGS` (the built binary), polling its peak RSS; returns (seconds, peak MiB).
 fn ptune_measured(exe: &Path, args: &[String]) -> Result<(f64, f64)> {
@@ -43,6 +125,7 @@ fn ptune_measured(exe: &Path, args: &[String]) -> Result<(f64, f64)> {
     let mut child = Command::new(exe)
         .args(args)
         .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
+        .stdout(std::process::Stdio::null())
         .spawn()
         .context("running ptune")?;
     let status_path = format!("/proc/{}/status", child.id());
@@ -83,6 +166,33 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// One `ptune train` run into `out`, with `metric` read from the best epoch (dev) and its test
+/// evaluation.
+fn train_run(exe: &Path, args: Vec<String>, out: &Path, metric: &str, lr: &str) -> Result<RunResult> {
+    let mut a = args;
+    a.extend(["--out".into(), out.display().to_string()]);
+    let (_, peak_mib) = ptune_measured(exe, &a)?;
+    let m = read_json(&out.join("metrics.json"))?;
+    let s = &m["summary"];
+    let history = s["history"].as_array().cloned().unwrap_or_default();
+    Ok(RunResult {
+        lr: lr.to_string(),
+        dev: s["best"]["metrics"][metric].as_f64().unwrap_or(f64::NAN),
+        test: s["test"]["metrics"][metric].as_f64().unwrap_or(f64::NAN),
+        params: s["trainable_parameters"].as_u64().unwrap_or(0),
+        seconds_per_epoch: history.iter().filter_map(|r| r["seconds"].as_f64()).collect(),
+        peak_mib,
+        curve: history
+            .iter()
+            .filter_map(|r| Some((r["epoch"].as_f64()?, r["dev"]["score"].as_f64()?)))
+            .collect(),
+    })
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 /// A bar chart (mean with ± std whiskers) as SVG.
 fn bars_svg(title: &str, rows: &[(String, f64, f64)]) -> String {
     let (w, bar_h, left) = (760.0, 26.0, 230.0);
@@ -115,16 +225,92 @@ fn bars_svg(title: &str, rows: &[(String, f64, f64)]) -> String {
     s
 }
 
+/// Learning curves (dev score per epoch, one line per method) as SVG.
+fn curves_svg(title: &str, lines: &[(String, Vec<(f64, f64)>)]) -> String {
+    const COLORS: [&str; 8] =
+        ["#4878a8", "#e0803a", "#3a9a4a", "#c03a3a", "#8a5ab0", "#8a6a4a", "#d070b0", "#707070"];
+    let (w, h, left, top, bottom, right) = (760.0, 380.0, 60.0, 35.0, 40.0, 220.0);
+    let points: Vec<(f64, f64)> = lines.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let x_max = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let y_min = points.iter().map(|p| p.1).fold(1.0f64, f64::min).min(0.5);
+    let y_max = points.iter().map(|p| p.1).fold(0.0f64, f64::max).max(y_min + 0.05);
+    let px = |x: f64| left + (x - 1.0) / (x_max - 1.0).max(1.0) * (w - left - right);
+    let py = |y: f64| top + (y_max - y) / (y_max - y_min) * (h - top - bottom);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
+         <text x=\"10\" y=\"20\" font-size=\"14\">{title}</text>\
+         <line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"#888\"/>\
+         <line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\"/>\
+         <text x=\"5\" y=\"{:.1}\">{y_max:.3}</text><text x=\"5\" y=\"{:.1}\">{y_min:.3}</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\">epoch</text>",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom,
+        top + 4.0,
+        h - bottom,
+        (w - right) / 2.0,
+        h - 10.0
+    );
+    for (i, (label, pts)) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> =
+            pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        ));
+        for &(x, y) in pts {
+            s.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                px(x),
+                py(y)
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{label}</text>",
+            w - right + 15.0,
+            top + 16.0 * i as f64 + 8.0
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Everything measured for one method on MiniLM / rt-sentences.
+struct MethodResult<'m> {
+    method: &'m Method,
+    /// Seed 0 at each learning rate swept.
+    sweep: Vec<RunResult>,
+    /// Every seed at the chosen rate (seed 0 first).
+    seeds: Vec<RunResult>,
+}
+
+impl MethodResult<'_> {
+    fn test(&self) -> (f64, f64) {
+        mean_std(&self.seeds.iter().map(|r| r.test).collect::<Vec<_>>())
+    }
+    fn dev(&self) -> (f64, f64) {
+        mean_std(&self.seeds.iter().map(|r| r.dev).collect::<Vec<_>>())
+    }
+}
+
 /// Runs the comparison and writes the report.
 pub fn results(args: &[String]) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let full = given(args, "--full");
     let seeds: u64 = flag_value(args, "--seeds").unwrap_or("3").parse()?;
-    let limit = flag_value(args, "--train-limit").unwrap_or("400").to_string();
-    let epochs = flag_value(args, "--epochs").unwrap_or("1").to_string();
-    let e2e_limit = flag_value(args, "--e2e-train-limit").unwrap_or("160").to_string();
+    let limit = flag_value(args, "--train-limit")
+        .unwrap_or(if full { "1000000" } else { "2400" })
+        .to_string();
+    let epochs = flag_value(args, "--epochs").unwrap_or(if full { "3" } else { "2" }).to_string();
+    let tag_limit = flag_value(args, "--tag-train-limit").unwrap_or("1000").to_string();
+    let cloze_limit = flag_value(args, "--cloze-train-limit").unwrap_or("800").to_string();
+    let e2e_limit = flag_value(args, "--e2e-train-limit").unwrap_or("400").to_string();
     let out_md = root.join(flag_value(args, "--out").unwrap_or("docs/results.md"));
     let only: Option<Vec<String>> =
         flag_value(args, "--methods").map(|m| m.split(',').map(str::to_string).collect());
+    let picked = |m: &Method| only.as_ref().is_none_or(|o| o.iter().any(|n| n == m.name));
     for name in ["minilm", "smollm2", "rt-sentences", "e2e"] {
         crate::fetch::fetch(name)?;
     }
@@ -135,79 +321,218 @@ pub fn results(args: &[String]) -> Result<()> {
     let exe = root.join("target/debug/ptune");
     let runs = root.join("runs/results");
     let started = std::time::Instant::now();
+    let base = |model: &str, dataset: &str| -> Vec<String> {
+        strings(&["--backend", "flex", "train", "--model", model, "--dataset", dataset])
+    };
+
+    // MiniLM on rt-sentences: sweep, then seeds.
+    let mut results: Vec<MethodResult> = Vec::new();
+    for method in MINILM.iter().filter(|m| picked(m)) {
+        let run = |lr: &str, seed: u64| -> Result<RunResult> {
+            let mut a = base("minilm", "rt-sentences");
+            a.extend(strings(method.flags));
+            a.extend(["--lr".into(), lr.into(), "--seed".into(), seed.to_string()]);
+            a.extend(["--train-limit".into(), limit.clone(), "--epochs".into(), epochs.clone()]);
+            let out = runs.join(format!("minilm-{}-lr{lr}-seed{seed}", method.name));
+            eprintln!("results: {} lr {lr} seed {seed} …", method.label);
+            train_run(&exe, a, &out, "accuracy", lr)
+        };
+        let mut sweep = Vec::new();
+        for lr in method.lrs {
+            sweep.push(run(lr, 0)?);
+        }
+        let best = sweep
+            .iter()
+            .max_by(|a, b| a.dev.total_cmp(&b.dev))
+            .map(|r| r.lr.clone())
+            .unwrap_or_default();
+        let mut chosen = Vec::new();
+        for seed in 0..seeds {
+            chosen.push(match seed {
+                0 => {
+                    let i = sweep.iter().position(|r| r.lr == best).unwrap_or(0);
+                    let r = &sweep[i];
+                    RunResult {
+                        lr: r.lr.clone(),
+                        dev: r.dev,
+                        test: r.test,
+                        params: r.params,
+                        seconds_per_epoch: r.seconds_per_epoch.clone(),
+                        peak_mib: r.peak_mib,
+                        curve: r.curve.clone(),
+                    }
+                }
+                s => run(&best, s)?,
+            });
+        }
+        results.push(MethodResult { method, sweep, seeds: chosen });
+    }
+
     let mut md = String::from("# Results\n\n");
     md.push_str(&format!(
-        "Made by `cargo xtask results {}` on this machine (2 cores, CPU backend `flex`), {} \
-         seed(s). Every number below comes from that command's runs (`runs/results/*/metrics.json`).\n\n",
-        args.join(" "),
-        seeds
+        "Made by `cargo xtask results {}` on a 2-core CPU (backend `flex`). Every number below \
+         comes from that command's runs (`runs/results/*/metrics.json`); the test split is \
+         evaluated once per run, at the epoch the dev split selects.\n\n",
+        args.join(" ")
     ));
     md.push_str(&format!(
-        "## MiniLM on `rt-sentences`\n\nTraining on the first {limit} sentences of the seeded training \
-         split for {epochs} epoch(s), batch 32, 16 virtual tokens / prefix slots, mean pooling; dev = \
-         the 1,004 dev sentences. Learning rates per method are in the table.\n\n\
-         | method | `ptune train` flags | trainable parameters | dev accuracy (mean ± std) | seconds per epoch | peak RSS MiB |\n|---|---|---:|---:|---:|---:|\n"
+        "## MiniLM on `rt-sentences`\n\n\
+         all-MiniLM-L6-v2 (22.7 M parameters, frozen except under full fine-tuning); training on \
+         the first {limit} sentences of the seeded training split for {epochs} epochs, batch 32, \
+         16 virtual tokens / prefix slots, mean pooling, AdamW with linear decay (weight decay \
+         0.01 for full fine-tuning, 0 otherwise); dev and test are the seeded 1,004 / 1,004 \
+         sentences. Each method's learning rate is chosen on dev from three values (seed 0), then \
+         trained with {seeds} seed(s).\n\n\
+         | method | `ptune train` flags | dev accuracy at each lr (seed 0) | lr | trainable parameters | dev accuracy | **test accuracy** | runs above the probe | seconds per epoch | peak RSS MiB |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     ));
+    let probe_test = results
+        .iter()
+        .find(|r| r.method.name == "probe")
+        .map(|r| r.test().0)
+        .unwrap_or(f64::NAN);
     let mut bars = Vec::new();
-    for (label, flags) in MINILM {
-        if only
-            .as_ref()
-            .is_some_and(|o| !o.iter().any(|m| label.to_lowercase().contains(&m.to_lowercase())))
-        {
-            continue;
-        }
-        let (mut accs, mut secs, mut rss, mut params) = (Vec::new(), Vec::new(), 0.0f64, 0u64);
-        for seed in 0..seeds {
-            let slug: String = label.chars().filter(char::is_ascii_alphanumeric).collect();
-            let out = runs.join(format!("minilm-{slug}-seed{seed}"));
-            let mut a: Vec<String> =
-                ["--backend", "flex", "train", "--model", "minilm", "--dataset", "rt-sentences"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-            a.extend(flags.iter().map(|s| s.to_string()));
-            a.extend(["--train-limit".into(), limit.clone(), "--epochs".into(), epochs.clone()]);
-            a.extend([
-                "--seed".into(),
-                seed.to_string(),
-                "--out".into(),
-                out.display().to_string(),
-            ]);
-            eprintln!("results: {label}, seed {seed} …");
-            let (_, peak) = ptune_measured(&exe, &a)?;
-            rss = rss.max(peak);
-            let m = read_json(&out.join("metrics.json"))?;
-            let summary = &m["summary"];
-            accs.push(summary["best"]["metrics"]["accuracy"].as_f64().unwrap_or(f64::NAN));
-            params = summary["trainable_parameters"].as_u64().unwrap_or(0);
-            if let Some(h) = summary["history"].as_array() {
-                secs.extend(h.iter().filter_map(|r| r["seconds"].as_f64()));
-            }
-        }
-        let (m, s) = mean_std(&accs);
-        let (sec, _) = mean_std(&secs);
+    let mut curves = Vec::new();
+    for r in &results {
+        let (dm, ds) = r.dev();
+        let (tm, ts) = r.test();
+        let above = r.seeds.iter().filter(|s| s.test > probe_test).count();
+        let sweep: Vec<String> = r.sweep.iter().map(|s| format!("{}: {:.4}", s.lr, s.dev)).collect();
+        let secs: Vec<f64> = r.seeds.iter().flat_map(|s| s.seconds_per_epoch.clone()).collect();
+        let peak = r.seeds.iter().map(|s| s.peak_mib).fold(0.0f64, f64::max);
+        let chosen = r.seeds.first().map(|s| s.lr.clone()).unwrap_or_default();
         md.push_str(&format!(
-            "| {label} | `{}` | {params} | {m:.4} ± {s:.4} | {sec:.0} | {rss:.0} |\n",
-            flags.join(" ")
+            "| {} | `{}` | {} | {chosen} | {} | {dm:.4} ± {ds:.4} | **{tm:.4} ± {ts:.4}** | {} | {:.0} | {peak:.0} |\n",
+            r.method.label,
+            r.method.flags.join(" "),
+            sweep.join(", "),
+            r.seeds.first().map_or(0, |s| s.params),
+            if r.method.name == "probe" { "—".to_string() } else { format!("{above}/{}", r.seeds.len()) },
+            mean_std(&secs).0,
         ));
-        bars.push((label.to_string(), m, s));
+        bars.push((r.method.label.to_string(), tm, ts));
+        if let Some(first) = r.seeds.first() {
+            curves.push((r.method.label.to_string(), first.curve.clone()));
+        }
     }
     std::fs::write(
         root.join("docs/results-minilm.svg"),
-        bars_svg("MiniLM / rt-sentences: dev accuracy", &bars),
+        bars_svg("MiniLM / rt-sentences: test accuracy (mean ± std over seeds)", &bars),
     )?;
-    md.push_str("\n![dev accuracy per method](results-minilm.svg)\n\n");
+    std::fs::write(
+        root.join("docs/results-minilm-curves.svg"),
+        curves_svg("MiniLM / rt-sentences: dev accuracy per epoch (seed 0, chosen lr)", &curves),
+    )?;
+    md.push_str(
+        "\n![test accuracy per method](results-minilm.svg)\n\n\
+         ![dev accuracy per epoch](results-minilm-curves.svg)\n\n",
+    );
+    md.push_str(&claims(&results, probe_test));
+
     if given(args, "--peer") {
-        let python = crate::bench::peer_python(&root)?;
-        let peer_out = runs.join("peft-train.json");
-        let seed_list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
-        eprintln!("results: the same runs in PEFT …");
-        let status = Command::new(python)
+        md.push_str(&peer_section(&root, &runs, &results, seeds, &limit, &epochs)?);
+    }
+    if !given(args, "--no-tag") {
+        md.push_str(&tag_section(&exe, &runs, &base, &tag_limit, &epochs, &picked)?);
+    }
+    if !given(args, "--no-cloze") {
+        md.push_str(&cloze_section(&exe, &runs, &base, &cloze_limit)?);
+    }
+    if !given(args, "--no-e2e") {
+        md.push_str(&e2e_section(&root, &exe, &runs, &base, &e2e_limit)?);
+    }
+    md.push_str(&format!("\nTotal time: {:.1} min.\n", started.elapsed().as_secs_f64() / 60.0));
+    std::fs::write(&out_md, &md)?;
+    println!("{md}");
+    eprintln!("wrote {}", out_md.display());
+    Ok(())
+}
+
+/// The spec's claims, checked against the MiniLM means.
+fn claims(results: &[MethodResult], probe_test: f64) -> String {
+    let mean = |name: &str| results.iter().find(|r| r.method.name == name).map(|r| r.test().0);
+    let best_of = |depth: Depth| {
+        results
+            .iter()
+            .filter(|r| r.method.depth == depth)
+            .map(|r| (r.method.label, r.test().0))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let mut s = String::from("### The spec's claims on MiniLM, measured\n\n");
+    match (best_of(Depth::Shallow), best_of(Depth::Reparameterised), best_of(Depth::Deep)) {
+        (Some(sh), Some(re), Some(de)) => {
+            let holds = sh.1 < re.1 && re.1 < de.1;
+            s.push_str(&format!(
+                "- Shallow < reparameterised < deep (best test mean of each kind): {} ({:.4}) vs {} \
+                 ({:.4}) vs {} ({:.4}): **{}**.\n",
+                sh.0,
+                sh.1,
+                re.0,
+                re.1,
+                de.0,
+                de.1,
+                if holds { "holds" } else { "does not hold" }
+            ));
+        }
+        _ => s.push_str("- Shallow < reparameterised < deep: not every kind was run.\n"),
+    }
+    if let (Some(v2), Some(ft)) = (mean("ptv2"), mean("full")) {
+        s.push_str(&format!(
+            "- P-Tuning v2 within 1 point of full fine-tuning: {v2:.4} vs {ft:.4} ({:+.2} points): \
+             **{}**.\n",
+            100.0 * (v2 - ft),
+            if v2 >= ft - 0.01 { "yes" } else { "no" }
+        ));
+    }
+    s.push_str(&format!(
+        "- Stability: the std over seeds is in the table; \"runs above the probe\" counts the runs \
+         whose test accuracy is above the linear probe's mean ({probe_test:.4}).\n\n"
+    ));
+    s
+}
+
+/// PEFT on the same split, twice: with PEFT's documented settings and PEFT's pooler head, and with
+/// ptune's settings (the learning rates ptune's sweep chose, 16 virtual tokens, no dropout, ptune's
+/// mean-pooling head); test accuracy beside ptune's.
+fn peer_section(
+    root: &Path,
+    runs: &Path,
+    results: &[MethodResult],
+    seeds: u64,
+    limit: &str,
+    epochs: &str,
+) -> Result<String> {
+    let python = crate::bench::peer_python(root)?;
+    let seed_list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+    let methods: Vec<&str> = results.iter().map(|r| r.method.peft).collect();
+    let chosen: Vec<String> = results
+        .iter()
+        .filter_map(|r| Some(format!("{}={}", r.method.peft, r.seeds.first()?.lr)))
+        .collect();
+    let presets: [(&str, &str, Vec<&str>); 2] = [
+        (
+            "PEFT's documented settings, PEFT's pooler head (`--preset peft-docs`)",
+            "peft-docs",
+            vec!["--preset", "peft-docs", "--pooling", "pooler"],
+        ),
+        (
+            "ptune's settings and head (`--preset ptune --pooling mean --no-dropout`, ptune's chosen rates)",
+            "ptune",
+            vec!["--preset", "ptune", "--pooling", "mean", "--no-dropout"],
+        ),
+    ];
+    let mut md = String::new();
+    let mut peft_tests = Vec::new();
+    for (title, slug, flags) in presets {
+        let peer_out = runs.join(format!("peft-train-{slug}.json"));
+        eprintln!("results: PEFT, {slug} …");
+        let status = Command::new(&python)
             .arg(root.join("benches/peer/peft_train.py"))
             .arg("--out")
             .arg(&peer_out)
-            .args(["--seeds", &seed_list.join(","), "--train-limit", &limit, "--epochs", &epochs])
-            .args(["--methods", "linear-probe,prompt-tuning,p-tuning-mlp,p-tuning-lstm,prefix-tuning,p-tuning-v2,full-finetune"])
+            .args(["--seeds", &seed_list.join(","), "--train-limit", limit, "--epochs", epochs])
+            .args(["--methods", &methods.join(","), "--lr", &chosen.join(",")])
+            .args(&flags)
             .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
             .status()?;
         if !status.success() {
@@ -215,117 +540,233 @@ pub fn results(args: &[String]) -> Result<()> {
         }
         let v = read_json(&peer_out)?;
         md.push_str(&format!(
-            "### The same split in PEFT {} (transformers {}, torch {}, 2 threads)\n\n\
-             `benches/peer/peft_train.py` with the same training subset, epochs, batch size, virtual \
-             tokens and learning rates; PEFT's `BertForSequenceClassification` classifies from the \
-             pooler (the first position, a virtual token for the input-level methods); seconds per \
-             epoch are training only (ptune's above include the dev evaluation).\n\n\
-             | method | trainable parameters | dev accuracy (mean ± std) | seconds per epoch | dev evaluation s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n",
+            "### PEFT {} (transformers {}, torch {}, 2 threads): {title}\n\n\
+             `benches/peer/peft_train.py` on the same split, training subset, epochs and batch size.\n\n\
+             | method | lr | virtual tokens | trainable parameters | dev accuracy | **test accuracy** | ptune's test accuracy | seconds per epoch | peak RSS MiB |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             v["versions"]["peft"].as_str().unwrap_or("?"),
             v["versions"]["transformers"].as_str().unwrap_or("?"),
             v["versions"]["torch"].as_str().unwrap_or("?"),
         ));
         for r in v["summary"].as_array().cloned().unwrap_or_default() {
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            let name = r["method"].as_str().unwrap_or("?");
+            let ours = results
+                .iter()
+                .find(|m| m.method.peft == name)
+                .map(|m| {
+                    let (t, s) = m.test();
+                    format!("{t:.4} ± {s:.4}")
+                })
+                .unwrap_or_default();
             md.push_str(&format!(
-                "| {} | {} | {:.4} ± {:.4} | {:.1} | {:.1} | {:.0} |\n",
-                r["method"].as_str().unwrap_or("?"),
+                "| {name} | {} | {} | {} | {:.4} ± {:.4} | **{:.4} ± {:.4}** | {ours} | {:.1} | {:.0} |\n",
+                r["lr"],
+                r["virtual_tokens"],
                 r["trainable_params"],
                 f("dev_accuracy_mean"),
                 f("dev_accuracy_std"),
+                f("test_accuracy_mean"),
+                f("test_accuracy_std"),
                 f("seconds_per_epoch_mean"),
-                f("eval_seconds_mean"),
                 f("peak_rss_mb_max"),
             ));
         }
         md.push('\n');
-    } else {
-        md.push_str("The same runs in PEFT: `cargo xtask results --peer`.\n\n");
+        peft_tests.push(v);
     }
     md.push_str(
-        "Full fine-tuning is not a ptune mode (the backbone is frozen by construction); `--peer` \
-                 measures it in PyTorch.\n\n",
+        "ptune against PEFT's better setting per method (test accuracy means; \"within noise\": \
+         the gap is below the larger of the two standard deviations over seeds):\n\n",
     );
-
-    if !given(args, "--no-e2e") {
-        md.push_str(&format!(
-            "## SmolLM2-135M on E2E (split by meaning representation)\n\nTraining on the first \
-             {e2e_limit} training pairs for {epochs} epoch(s), batch 8, 10 virtual tokens / prefix slots; \
-             BLEU-4 and ROUGE-L of greedy generations (at most 48 tokens) for the first 20 dev meaning \
-             representations against all their references.\n\n\
-             | method | trainable parameters | dev BLEU | dev ROUGE-L | dev target loss | seconds per epoch | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n"
-        ));
-        let mut samples = String::new();
-        // Prefix-Tuning at 5e-3 with a 512-wide encoder diverged on SmolLM2 (BLEU 0, repeated
-        // tokens: the 1-seed run of docs/results.md before this change); 3e-3 with 256 trains.
-        let e2e_methods: [(&str, &str, &[&str]); 2] = [
-            ("Prompt Tuning", "prompt-tuning", &["--lr", "3e-2"]),
-            ("Prefix-Tuning", "prefix-tuning", &["--encoder-hidden", "256", "--lr", "3e-3"]),
-        ];
-        for (label, method, flags) in e2e_methods {
-            let out = runs.join(format!("smollm2-e2e-{method}"));
-            let a: Vec<String> = [
-                "--backend",
-                "flex",
-                "train",
-                "--model",
-                "smollm2",
-                "--dataset",
-                "e2e",
-                "--method",
-                method,
-                "--virtual-tokens",
-                "10",
-                "--batch-size",
-                "8",
-                "--eval-sources",
-                "20",
-            ]
+    for r in results {
+        let (ours, our_sd) = r.test();
+        let best = peft_tests
             .iter()
-            .chain(flags)
-            .map(|s| s.to_string())
-            .chain(["--train-limit".into(), e2e_limit.clone(), "--epochs".into(), epochs.clone()])
-            .chain(["--out".into(), out.display().to_string()])
-            .collect();
-            eprintln!("results: SmolLM2 E2E {label} …");
-            let (_, peak) = ptune_measured(&exe, &a)?;
-            let m = read_json(&out.join("metrics.json"))?;
-            let s = &m["summary"];
-            let best = &s["best"]["metrics"];
-            let secs =
-                s["history"].as_array().and_then(|h| h.first()).and_then(|r| r["seconds"].as_f64());
+            .filter_map(|v| {
+                v["summary"].as_array()?.iter().find(|x| x["method"] == r.method.peft).and_then(
+                    |x| Some((x["test_accuracy_mean"].as_f64()?, x["test_accuracy_std"].as_f64()?)),
+                )
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((theirs, their_sd)) = best {
+            let verdict = if ours >= theirs {
+                "ptune ≥ PEFT"
+            } else if theirs - ours <= our_sd.max(their_sd) {
+                "within noise"
+            } else {
+                "PEFT ahead"
+            };
             md.push_str(&format!(
-                "| {label} (`{}`) | {} | {:.4} | {:.4} | {:.4} | {:.0} | {peak:.0} |\n",
-                flags.join(" "),
-                s["trainable_parameters"],
-                best["bleu"].as_f64().unwrap_or(f64::NAN),
-                best["rouge_l"].as_f64().unwrap_or(f64::NAN),
-                best["loss"].as_f64().unwrap_or(f64::NAN),
-                secs.unwrap_or(f64::NAN)
-            ));
-            // Sample generations for three dev meaning representations.
-            // Run from the repository root with the run's relative path, so the page it goes
-            // into names no path of this machine.
-            let relative = out.strip_prefix(&root).unwrap_or(&out);
-            let output = Command::new(&exe)
-                .current_dir(&root)
-                .args(["--backend", "flex", "eval"])
-                .arg(relative)
-                .args(["--split", "dev", "--eval-sources", "3"])
-                .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
-                .output()?;
-            samples.push_str(&format!(
-                "\n{label} (`ptune eval {} --split dev --eval-sources 3`):\n\n```text\n{}```\n",
-                relative.display(),
-                String::from_utf8_lossy(&output.stdout)
+                "- {}: ptune {ours:.4} vs PEFT {theirs:.4} ({:+.2} points): {verdict}.\n",
+                r.method.label,
+                100.0 * (ours - theirs)
             ));
         }
-        md.push_str("\nSample generations:\n");
-        md.push_str(&samples);
     }
-    md.push_str(&format!("\nTotal time: {:.1} min.\n", started.elapsed().as_secs_f64() / 60.0));
-    std::fs::write(&out_md, &md)?;
-    println!("{md}");
-    eprintln!("wrote {}", out_md.display());
-    Ok(())
+    md.push('\n');
+    Ok(md)
+}
+
+/// The learning rate a method's row uses where there is no sweep: the middle of its range.
+fn middle_lr(method: &Method) -> &'static str {
+    method.lrs[1]
+}
+
+fn tag_section(
+    exe: &Path,
+    runs: &Path,
+    base: &dyn Fn(&str, &str) -> Vec<String>,
+    limit: &str,
+    epochs: &str,
+    picked: &dyn Fn(&Method) -> bool,
+) -> Result<String> {
+    let mut md = format!(
+        "## MiniLM on `e2e-slots` (token classification)\n\n\
+         Slot tags of the E2E meaning representations as BIO word tags; training on the first \
+         {limit} sentences for {epochs} epochs, batch 32, seed 0, each method at the middle of its \
+         learning-rate range above; entity-level F1 of the best dev epoch and on test.\n\n\
+         | method | lr | trainable parameters | dev entity F1 | test entity F1 | test word accuracy | seconds per epoch |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for method in MINILM.iter().filter(|m| picked(m)) {
+        let lr = middle_lr(method);
+        let mut a = base("minilm", "e2e-slots");
+        a.extend(strings(method.flags));
+        a.extend(strings(&["--lr", lr, "--seed", "0", "--train-limit", limit, "--epochs", epochs]));
+        let out = runs.join(format!("minilm-slots-{}", method.name));
+        eprintln!("results: e2e-slots {} …", method.label);
+        let r = train_run(exe, a, &out, "entity_f1", lr)?;
+        let m = read_json(&out.join("metrics.json"))?;
+        let word = m["summary"]["test"]["metrics"]["word_accuracy"].as_f64().unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "| {} | {lr} | {} | {:.4} | {:.4} | {word:.4} | {:.0} |\n",
+            method.label,
+            r.params,
+            r.dev,
+            r.test,
+            mean_std(&r.seconds_per_epoch).0
+        ));
+    }
+    md.push('\n');
+    Ok(md)
+}
+
+fn cloze_section(
+    exe: &Path,
+    runs: &Path,
+    base: &dyn Fn(&str, &str) -> Vec<String>,
+    limit: &str,
+) -> Result<String> {
+    let mut md = format!(
+        "## SmolLM2-135M cloze on `rt-sentences`\n\n\
+         The frozen LM head scores the verbalizer words \" negative\" / \" positive\" after \
+         \"{{text}} Sentiment:\"; training on the first {limit} sentences for 1 epoch, batch 16, \
+         10 virtual tokens, seed 0; accuracy of the best dev epoch and on test.\n\n\
+         | method | lr | trainable parameters | dev accuracy | test accuracy | seconds per epoch | peak RSS MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let rows: [(&str, &[&str], &str); 4] = [
+        ("Prompt Tuning", &["--method", "prompt-tuning"], "3e-2"),
+        ("P-Tuning (MLP)", &["--method", "p-tuning", "--encoder-hidden", "128"], "3e-3"),
+        ("Prefix-Tuning", &["--method", "prefix-tuning", "--encoder-hidden", "256"], "3e-3"),
+        ("P-Tuning v2", &["--method", "p-tuning-v2"], "1e-2"),
+    ];
+    let mut tests = Vec::new();
+    for (label, flags, lr) in rows {
+        let mut a = base("smollm2", "rt-sentences");
+        a.extend(strings(&["--task", "cloze", "--virtual-tokens", "10", "--batch-size", "16"]));
+        a.extend(strings(flags));
+        a.extend(strings(&["--lr", lr, "--seed", "0", "--train-limit", limit, "--epochs", "1"]));
+        let slug: String = label.chars().filter(char::is_ascii_alphanumeric).collect();
+        let out = runs.join(format!("smollm2-cloze-{slug}"));
+        eprintln!("results: SmolLM2 cloze {label} …");
+        let r = train_run(exe, a, &out, "accuracy", lr)?;
+        tests.push(r.test);
+        md.push_str(&format!(
+            "| {label} | {lr} | {} | {:.4} | {:.4} | {:.0} | {:.0} |\n",
+            r.params,
+            r.dev,
+            r.test,
+            mean_std(&r.seconds_per_epoch).0,
+            r.peak_mib
+        ));
+    }
+    if let [shallow, reparameterised, prefix, v2] = tests[..] {
+        let deep = prefix.max(v2);
+        md.push_str(&format!(
+            "\nShallow < reparameterised < deep on SmolLM2 (test accuracy, one seed): Prompt Tuning \
+             {shallow:.4} vs P-Tuning {reparameterised:.4} vs the better deep method {deep:.4}: \
+             **{}**.\n",
+            if shallow < reparameterised && reparameterised < deep { "holds" } else { "does not hold" }
+        ));
+    }
+    md.push('\n');
+    Ok(md)
+}
+
+fn e2e_section(
+    root: &Path,
+    exe: &Path,
+    runs: &Path,
+    base: &dyn Fn(&str, &str) -> Vec<String>,
+    limit: &str,
+) -> Result<String> {
+    let mut md = format!(
+        "## SmolLM2-135M on E2E (split by meaning representation)\n\n\
+         Training on the first {limit} training pairs for 1 epoch, batch 8, 10 virtual tokens / \
+         prefix slots; BLEU-4 (sacreBLEU's corpus BLEU) and ROUGE-L (rouge_score's F) of greedy \
+         generations (at most 48 tokens, stopped at the newline) for the first 20 dev meaning \
+         representations against all their references. Full fine-tuning of the decoder is not \
+         offered (`full-finetune` trains classify and tag heads).\n\n\
+         | method | trainable parameters | dev BLEU | dev ROUGE-L | dev target loss | seconds per epoch | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let mut samples = String::new();
+    let methods: [(&str, &str, &[&str]); 3] = [
+        ("Prompt Tuning", "prompt-tuning", &["--lr", "3e-2"]),
+        ("Prefix-Tuning", "prefix-tuning", &["--encoder-hidden", "256", "--lr", "3e-3"]),
+        ("P-Tuning v2", "p-tuning-v2", &["--lr", "1e-2"]),
+    ];
+    for (label, method, flags) in methods {
+        let out = runs.join(format!("smollm2-e2e-{method}"));
+        let mut a = base("smollm2", "e2e");
+        a.extend(strings(&["--method", method, "--virtual-tokens", "10", "--batch-size", "8"]));
+        a.extend(strings(&["--eval-sources", "20", "--train-limit", limit, "--epochs", "1"]));
+        a.extend(strings(flags));
+        a.extend(["--out".into(), out.display().to_string()]);
+        eprintln!("results: SmolLM2 E2E {label} …");
+        let (_, peak) = ptune_measured(exe, &a)?;
+        let m = read_json(&out.join("metrics.json"))?;
+        let s = &m["summary"];
+        let best = &s["best"]["metrics"];
+        let secs =
+            s["history"].as_array().and_then(|h| h.first()).and_then(|r| r["seconds"].as_f64());
+        md.push_str(&format!(
+            "| {label} (`{}`) | {} | {:.4} | {:.4} | {:.4} | {:.0} | {peak:.0} |\n",
+            flags.join(" "),
+            s["trainable_parameters"],
+            best["bleu"].as_f64().unwrap_or(f64::NAN),
+            best["rouge_l"].as_f64().unwrap_or(f64::NAN),
+            best["loss"].as_f64().unwrap_or(f64::NAN),
+            secs.unwrap_or(f64::NAN)
+        ));
+        // Run from the repository root with the run's relative path, so the page names no path
+        // of this machine.
+        let relative = out.strip_prefix(root).unwrap_or(&out);
+        let output = Command::new(exe)
+            .current_dir(root)
+            .args(["--backend", "flex", "eval"])
+            .arg(relative)
+            .args(["--split", "dev", "--eval-sources", "3"])
+            .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
+            .output()?;
+        samples.push_str(&format!(
+            "\n{label} (`ptune eval {} --split dev --eval-sources 3`):\n\n```text\n{}```\n",
+            relative.display(),
+            String::from_utf8_lossy(&output.stdout)
+        ));
+    }
+    md.push_str("\nSample generations:\n");
+    md.push_str(&samples);
+    Ok(md)
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use ptune_prompt::{MethodKind, MethodOptions};
+use ptune_train::finetune::{DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FULL_FINETUNE};
 use ptune_train::job::{default_out, LINEAR_PROBE};
 use ptune_train::schedule::Schedule;
 use ptune_train::{JobOutcome, Pooling, TaskKind, TrainConfig, TrainJob};
@@ -25,9 +26,10 @@ pub struct TrainArgs {
     /// Model: `minilm`, `smollm2` (fetched by `cargo xtask fetch`), an HF folder or a GGUF file.
     #[arg(long)]
     pub model: Option<String>,
-    /// A method of the registry (`prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`), or
-    /// `linear-probe` (no prompt, head only).
-    #[arg(long)]
+    /// A method of the registry (`prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`),
+    /// `linear-probe` (no prompt, head only) or `full-finetune` (the backbone's weights and the
+    /// head; classify and tag) [default: p-tuning-v2].
+    #[arg(long, value_parser = method_names())]
     pub method: Option<String>,
     /// `rt-sentences`, `uci-sentiment` (classify, cloze), `e2e-slots` (tag), `e2e` (generate), or a
     /// file: .jsonl/.csv/.tsv with `text`+`label` (classify, cloze), `source`+`target` (generate),
@@ -103,31 +105,35 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub method_options: MethodOptions,
-    /// Epochs.
+    /// Epochs [default: 3].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Batch size.
+    /// Batch size [default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Gradient accumulation (batches per optimizer step).
+    /// Gradient accumulation (batches per optimizer step) [default: 1].
     #[arg(long)]
     pub accumulation: Option<usize>,
-    /// Peak learning rate.
+    /// Peak learning rate [default: 1e-2; full-finetune 2e-5].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// AdamW weight decay [default: 0; full-finetune 0.01].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Decay after warmup [default: linear].
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
-    /// Stop after this many epochs without a better dev score.
+    /// Stop after this many epochs without a better dev score [default: never].
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Longest tokenized text (longer ones are truncated, keeping the final special token).
+    /// Longest tokenized text (longer ones are truncated, keeping the final special token)
+    /// [default: 64; generate 96].
     #[arg(long)]
     pub max_len: Option<usize>,
     /// Use only the first N training examples (quick runs).
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Seed.
+    /// Seed [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Classification pooling: mean over text tokens, the first text token, or HF's pooler (as
@@ -143,6 +149,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub baselines: bool,
+}
+
+/// Every `--method` value: the registry's methods and the two baselines.
+fn method_names() -> clap::builder::PossibleValuesParser {
+    let methods = MethodKind::ALL.iter().map(|m| m.info().name);
+    methods.chain([LINEAR_PROBE, FULL_FINETUNE]).collect::<Vec<&'static str>>().into()
 }
 
 /// The options of a TOML run file (`ptune train --config FILE`): the long options of `ptune
@@ -200,6 +212,7 @@ fn merged(cli: TrainArgs) -> Result<TrainArgs> {
         batch_size,
         accumulation,
         lr,
+        weight_decay,
         schedule,
         patience,
         max_len,
@@ -217,12 +230,15 @@ impl TrainArgs {
         let mut job = TrainJob::new(&model, &dataset);
         job.method = match self.method.as_deref() {
             None => Some(MethodKind::PTuningV2),
-            Some(LINEAR_PROBE) => None,
-            Some(name) => Some(
-                name.parse()
-                    .map_err(|e| anyhow::anyhow!("{e}; or `{LINEAR_PROBE}` for the head only"))?,
-            ),
+            Some(LINEAR_PROBE | FULL_FINETUNE) => None,
+            Some(name) => Some(name.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; or `{LINEAR_PROBE}` for the head only, `{FULL_FINETUNE}` for the \
+                     backbone and the head"
+                )
+            })?),
         };
+        job.full_finetune = self.method.as_deref() == Some(FULL_FINETUNE);
         job.dev = self.dev.clone();
         job.test = self.test.clone();
         job.columns = ptune_data::Columns {
@@ -241,7 +257,12 @@ impl TrainArgs {
             epochs: self.epochs.unwrap_or(defaults.epochs),
             batch_size: self.batch_size.unwrap_or(defaults.batch_size),
             accumulation: self.accumulation.unwrap_or(defaults.accumulation),
-            lr: self.lr.unwrap_or(defaults.lr),
+            lr: self.lr.unwrap_or(if job.full_finetune { DEFAULT_LR } else { defaults.lr }),
+            weight_decay: self.weight_decay.unwrap_or(if job.full_finetune {
+                DEFAULT_WEIGHT_DECAY
+            } else {
+                defaults.weight_decay
+            }),
             schedule: self.schedule.unwrap_or(defaults.schedule),
             patience: self.patience,
             seed: self.seed.unwrap_or(defaults.seed),
@@ -304,6 +325,11 @@ fn print_table(job: &TrainJob, outcome: &JobOutcome) {
             .map(|n| values.get(*n).map_or("—".into(), |v| format!("{v:.4}")))
             .collect();
         println!("| {run} | {} |", cells.join(" | "));
+    }
+    if let Some(test) = &summary.test {
+        let cells: Vec<String> =
+            test.metrics.iter().map(|(name, v)| format!("test {name} {v:.4}")).collect();
+        println!("\nbest epoch on the test split: {}", cells.join(", "));
     }
 }
 

@@ -212,6 +212,21 @@ pub struct SequenceClassification<'a> {
     pub pooling: Pooling,
 }
 
+impl SequenceClassification<'_> {
+    /// Accuracy and macro-F1 on `examples`, selected by accuracy.
+    fn evaluate_on<B: FrozenOps>(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &Classifier<B>,
+        examples: &[Example],
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        let n = self.data.labels.len();
+        let (acc, f1) = evaluate(backbone, model, examples, n, batch_size, self.pooling)?;
+        Ok(Evaluation::new("accuracy", metrics_map(&[("accuracy", acc), ("macro_f1", f1)])))
+    }
+}
+
 impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
     type Model = Classifier<B>;
 
@@ -242,15 +257,17 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for SequenceClassification<'_> {
         model: &Classifier<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        let (acc, f1) = evaluate(
-            backbone,
-            model,
-            &self.data.splits.dev,
-            self.data.labels.len(),
-            batch_size,
-            self.pooling,
-        )?;
-        Ok(Evaluation::new("accuracy", metrics_map(&[("accuracy", acc), ("macro_f1", f1)])))
+        self.evaluate_on(backbone, model, &self.data.splits.dev, batch_size)
+    }
+
+    fn test(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &Classifier<B>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let test = &self.data.splits.test;
+        (!test.is_empty()).then(|| self.evaluate_on(backbone, model, test, batch_size)).transpose()
     }
 
     fn save_adapter(

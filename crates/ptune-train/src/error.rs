@@ -27,6 +27,21 @@ pub enum TrainError {
         /// Where the last checkpoint is.
         state: String,
     },
+    /// A gradient or a dev score became NaN or infinite while the loss stayed finite.
+    #[error(
+        "{what} is not finite at epoch {epoch}, step {step}: training stopped (lower the learning \
+         rate or enable gradient clipping); the last good state is in {state}"
+    )]
+    NonFiniteValue {
+        /// What: the gradient of a named parameter, or the dev metric.
+        what: String,
+        /// Epoch.
+        epoch: usize,
+        /// Optimizer step.
+        step: usize,
+        /// Where the last checkpoint is.
+        state: String,
+    },
     /// Bad training settings.
     #[error("invalid training config: {0}")]
     Config(String),

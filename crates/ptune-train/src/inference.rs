@@ -25,12 +25,13 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 use ptune_data::tagging::{tokenize_tagging, words_of, TaggedSentence};
 use ptune_prompt::adapter::load_adapter;
-use ptune_prompt::{ClassifierHead, SoftPrompt};
+use ptune_prompt::{ClassifierHead, ClassifierHeadConfig, SoftPrompt};
 use ptune_transformer::{load_model, AnyBackbone, Backbone, FrozenOps, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{evaluate, pooled, Classifier, Pooling};
 use crate::error::{Result, TrainError};
+use crate::finetune::{has_finetuned, FineTuned};
 use crate::generate::{generate_streaming, Decoding, Flow, GenerationConfig};
 use crate::job::{eos_of, load_data, TaskData};
 use crate::lm::{
@@ -149,11 +150,20 @@ impl<B: FrozenOps> TrainedRun<B> {
         let (info, dir) = TaskInfo::load(run.as_ref())?;
         let (backbone, tokenizer) = load_backbone::<B>(model.unwrap_or(&info.model), device)?;
         // `dir` is a run folder, or an adapter folder carrying its own task.json.
-        let adapter = if dir.join("adapter_config.json").is_file() {
+        let adapter = if dir.join("adapter_config.json").is_file() || has_finetuned(&dir) {
             dir.clone()
         } else {
             dir.join("adapter")
         };
+        if has_finetuned(&adapter) {
+            // A fully fine-tuned run: its weights over the base model, and its head.
+            let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, info.labels.len())
+                .init::<B>(device);
+            let model = FineTuned { backbone, classifier: Classifier { prompt: None, head } };
+            let model = model.load(&adapter, device)?;
+            let head = Some(model.classifier.head);
+            return Ok(Self { backbone: model.backbone, tokenizer, info, prompt: None, head });
+        }
         let (prompt, head) = if adapter.join("adapter_config.json").is_file() {
             let a = load_adapter::<B>(&adapter, &backbone.dims(), device)?;
             (Some(a.prompt), a.head)

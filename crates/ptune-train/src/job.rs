@@ -34,6 +34,7 @@ use crate::classify::{
     linear_probe, majority_baseline, Classifier, Pooling, SequenceClassification,
 };
 use crate::error::{Result, TrainError};
+use crate::finetune::{FineTuned, FullFineTuning, FULL_FINETUNE};
 use crate::lm::{
     cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, verbalizer, CausalLm,
     Cloze, ReferenceSet,
@@ -155,8 +156,13 @@ pub struct TrainJob {
     pub columns: Columns,
     /// The task (`None`: the data set's own, [`TaskKind::pick`]).
     pub task: Option<TaskKind>,
-    /// The method; `None` trains the head alone (the linear probe).
+    /// The method; `None` trains the head alone (the linear probe), or the head and the backbone
+    /// with `full_finetune`.
     pub method: Option<MethodKind>,
+    /// Train the backbone's own weights with the head (full fine-tuning, the baseline the methods
+    /// are measured against; classify and tag, with `method` `None`).
+    #[serde(default)]
+    pub full_finetune: bool,
     /// The method's options (the registry fills what is unset).
     pub method_options: MethodOptions,
     /// Loop settings.
@@ -192,6 +198,7 @@ impl TrainJob {
             columns: Columns::default(),
             task: None,
             method: Some(MethodKind::PTuningV2),
+            full_finetune: false,
             method_options: MethodOptions::default(),
             train: TrainConfig::default(),
             pooling: Pooling::Mean,
@@ -206,9 +213,14 @@ impl TrainJob {
         }
     }
 
-    /// The method's name (`linear-probe` for the head alone).
+    /// The method's name (`linear-probe` for the head alone, `full-finetune` for the backbone
+    /// and the head).
     pub fn method_name(&self) -> String {
-        self.method.map_or_else(|| LINEAR_PROBE.to_string(), |m| m.to_string())
+        match (self.method, self.full_finetune) {
+            (Some(m), _) => m.to_string(),
+            (None, true) => FULL_FINETUNE.to_string(),
+            (None, false) => LINEAR_PROBE.to_string(),
+        }
     }
 
     /// The task this job trains.
@@ -236,6 +248,24 @@ impl TrainJob {
                 "{kind:?} trains a soft prompt with the frozen LM head: pick a method, not \
                  {LINEAR_PROBE}"
             )));
+        }
+        if self.full_finetune {
+            if let Some(m) = self.method {
+                return Err(TrainError::Config(format!(
+                    "{FULL_FINETUNE} trains the backbone and a head, not a soft prompt: drop `{m}`"
+                )));
+            }
+            if !matches!(kind, TaskKind::Classify | TaskKind::Tag) {
+                return Err(TrainError::Config(format!(
+                    "{FULL_FINETUNE} trains a classify or tag head with the backbone, not {kind:?}"
+                )));
+            }
+            if self.train.gradient_checkpointing {
+                return Err(TrainError::Config(format!(
+                    "gradient checkpointing reruns frozen layers; it does not apply to \
+                     {FULL_FINETUNE}"
+                )));
+            }
         }
         let device = B::Device::default();
         let model_path = resolve_model(&self.model)?;
@@ -273,7 +303,11 @@ impl TrainJob {
             );
         }
         info.save(out)?;
-        let cfg = &self.train;
+        // The lower-layer cache keeps frozen layers' outputs: never for a trained backbone.
+        let cfg = &TrainConfig {
+            lower_layer_cache: self.train.lower_layer_cache && !self.full_finetune,
+            ..self.train.clone()
+        };
         B::seed(&device, cfg.seed);
         let prompt = match self.method {
             Some(m) => Some(m.build(&self.method_options, &backbone, Some(&tok))?),
@@ -324,8 +358,14 @@ impl TrainJob {
                 let head = ClassifierHeadConfig::new(head_width, data.labels.len()).init(&device);
                 let task = SequenceClassification { data: &data, pooling: self.pooling };
                 let model = Classifier { prompt, head };
-                let summary = train_observed(&backbone, &task, model, cfg, &options, observer)?.1;
-                if self.pooling != Pooling::Pooler {
+                let summary = if self.full_finetune {
+                    let model = FineTuned::new(backbone.clone(), model)?;
+                    let task = FullFineTuning { task };
+                    train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                } else {
+                    train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                };
+                if self.pooling != Pooling::Pooler && !self.full_finetune {
                     note(observer, pooling_warning(self.pooling, &out.join("adapter")));
                 }
                 summary
@@ -371,7 +411,13 @@ impl TrainJob {
                 let head = ClassifierHeadConfig::new(head_width, data.labels.len()).init(&device);
                 let task = TokenClassification { data: &data };
                 let model = Classifier { prompt, head };
-                train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                if self.full_finetune {
+                    let model = FineTuned::new(backbone.clone(), model)?;
+                    let task = FullFineTuning { task };
+                    train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                } else {
+                    train_observed(&backbone, &task, model, cfg, &options, observer)?.1
+                }
             }
             TaskData::Generation { examples, pairs } => {
                 let prompt = needs_prompt(prompt, "generation")?;

@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod finetune;
 pub mod generate;
 pub mod inference;
 pub mod job;
@@ -22,6 +23,7 @@ pub mod trainer;
 
 pub use classify::{Classifier, Pooling, SequenceClassification};
 pub use error::{Result, TrainError};
+pub use finetune::{FineTuned, FullFineTuning};
 pub use inference::{
     GenerateOptions, Generator, Prediction, StopText, Tagger, TextClassifier, TrainedRun,
 };

@@ -83,7 +83,8 @@ impl ReferenceSet {
     }
 }
 
-/// Generations for every source of `refs`, decoded to text.
+/// Generations for every source of `refs`, decoded to text and cut to their first non-empty line
+/// (an E2E description is one line; an untrained prompt runs on into other lines).
 pub fn generate_all<B: FrozenOps>(
     backbone: &dyn Backbone<B>,
     prompt: Option<&SoftPrompt<B>>,
@@ -97,7 +98,9 @@ pub fn generate_all<B: FrozenOps>(
         .map(|(_, ids, _)| {
             let out = generate(backbone, prompt, ids, cfg)?;
             phase.advance(1);
-            Ok(tokenizer.decode(&out)?.trim().to_string())
+            // A target is one line: what follows a newline is not part of the answer.
+            let text = tokenizer.decode(&out)?;
+            Ok(text.split('\n').find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string())
         })
         .collect()
 }
@@ -291,6 +294,28 @@ pub struct Cloze<'a> {
     pub verbalizer: Vec<u32>,
 }
 
+impl Cloze<'_> {
+    /// Accuracy and macro-F1 of the verbalizer's choice on `examples`, selected by accuracy.
+    fn evaluate_on<B: FrozenOps>(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &SoftPrompt<B>,
+        examples: &[Example],
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        let pred = cloze_predict(backbone, Some(model), examples, &self.verbalizer, batch_size)?;
+        let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
+        let n = self.data.labels.len();
+        Ok(Evaluation::new(
+            "accuracy",
+            metrics_map(&[
+                ("accuracy", accuracy(&pred, &gold)),
+                ("macro_f1", macro_f1(&pred, &gold, n)),
+            ]),
+        ))
+    }
+}
+
 impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
     type Model = SoftPrompt<B>;
 
@@ -320,17 +345,17 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        let dev = &self.data.splits.dev;
-        let pred = cloze_predict(backbone, Some(model), dev, &self.verbalizer, batch_size)?;
-        let gold: Vec<usize> = dev.iter().map(|e| e.label).collect();
-        let n = self.data.labels.len();
-        Ok(Evaluation::new(
-            "accuracy",
-            metrics_map(&[
-                ("accuracy", accuracy(&pred, &gold)),
-                ("macro_f1", macro_f1(&pred, &gold, n)),
-            ]),
-        ))
+        self.evaluate_on(backbone, model, &self.data.splits.dev, batch_size)
+    }
+
+    fn test(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &SoftPrompt<B>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let test = &self.data.splits.test;
+        (!test.is_empty()).then(|| self.evaluate_on(backbone, model, test, batch_size)).transpose()
     }
 
     fn save_adapter(

@@ -87,6 +87,21 @@ pub struct TokenClassification<'a> {
     pub data: &'a TaggingSet,
 }
 
+impl TokenClassification<'_> {
+    /// Entity F1 and word accuracy on `examples`, selected by entity F1.
+    fn evaluate_on<B: FrozenOps>(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &Classifier<B>,
+        examples: &[TaggedExample],
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        let pred = predict_tags(backbone, model, examples, batch_size)?;
+        let (f1, acc) = tagging_scores(&pred, examples, &self.data.labels);
+        Ok(Evaluation::new("entity_f1", metrics_map(&[("entity_f1", f1), ("word_accuracy", acc)])))
+    }
+}
+
 impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
     type Model = Classifier<B>;
 
@@ -116,9 +131,17 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for TokenClassification<'_> {
         model: &Classifier<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        let pred = predict_tags(backbone, model, &self.data.splits.dev, batch_size)?;
-        let (f1, acc) = tagging_scores(&pred, &self.data.splits.dev, &self.data.labels);
-        Ok(Evaluation::new("entity_f1", metrics_map(&[("entity_f1", f1), ("word_accuracy", acc)])))
+        self.evaluate_on(backbone, model, &self.data.splits.dev, batch_size)
+    }
+
+    fn test(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &Classifier<B>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let test = &self.data.splits.test;
+        (!test.is_empty()).then(|| self.evaluate_on(backbone, model, test, batch_size)).transpose()
     }
 
     fn save_adapter(

@@ -90,6 +90,19 @@ pub trait Task<B: AutodiffBackend + FrozenOps> {
         batch_size: usize,
     ) -> Result<Evaluation>;
 
+    /// The same metrics as [`Task::evaluate`] on the test split, when the task holds one (`None`:
+    /// it does not). The loop measures it at each new best dev score, so a run reports the test
+    /// score of the epoch its dev score selects.
+    fn test(
+        &self,
+        backbone: &dyn Backbone<B>,
+        model: &Self::Model,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let _ = (backbone, model, batch_size);
+        Ok(None)
+    }
+
     /// Writes the trainable part of `model` as an adapter in `dir` (PEFT format where PEFT has one).
     fn save_adapter(
         &self,

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
@@ -139,6 +139,9 @@ pub struct RunSummary {
     pub best: Option<Evaluation>,
     /// Epoch of the best dev score.
     pub best_epoch: usize,
+    /// The test evaluation of the best epoch (tasks with a test split: classify, tag, cloze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Evaluation>,
     /// Every evaluation.
     pub history: Vec<EpochRecord>,
     /// Optimizer steps.
@@ -153,6 +156,11 @@ impl RunSummary {
     /// The best epoch's value of dev metric `name` (NaN when absent).
     pub fn best_metric(&self, name: &str) -> f64 {
         self.best.as_ref().and_then(|e| e.metrics.get(name).copied()).unwrap_or(f64::NAN)
+    }
+
+    /// The best epoch's value of test metric `name` (NaN when absent).
+    pub fn test_metric(&self, name: &str) -> f64 {
+        self.test.as_ref().and_then(|e| e.metrics.get(name).copied()).unwrap_or(f64::NAN)
     }
 }
 
@@ -363,6 +371,8 @@ struct Progress {
     history: Vec<EpochRecord>,
     best: Option<Evaluation>,
     best_epoch: usize,
+    #[serde(default)]
+    best_test: Option<Evaluation>,
     since_best: usize,
 }
 
@@ -521,7 +531,16 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
                 continue;
             }
             let lr = lr_at(cfg.lr, p.step, total_steps, warmup, cfg.schedule);
-            model = optim.step(lr, model, accumulator.grads());
+            let grads = accumulator.grads();
+            if let Some(what) = non_finite_gradient(&model, &grads) {
+                return Err(TrainError::NonFiniteValue {
+                    what,
+                    epoch: epoch + 1,
+                    step: p.step,
+                    state: state_dir.display().to_string(),
+                });
+            }
+            model = optim.step(lr, model, grads);
             p.step += 1;
             p.batches_done = b + 1;
             pending = 0;
@@ -546,6 +565,14 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         observer.on(TrainEvent::EpochTrained);
         // Evaluate with the parameters detached: no graph is kept for them.
         let dev = task.evaluate(eval_backbone, &model.clone().no_grad(), cfg.batch_size)?;
+        if !dev.score.is_finite() {
+            return Err(TrainError::NonFiniteValue {
+                what: format!("the dev {} ({})", dev.metric, dev.score),
+                epoch: epoch + 1,
+                step: p.step,
+                state: state_dir.display().to_string(),
+            });
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             step: p.step,
@@ -559,6 +586,7 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
         if p.best.as_ref().is_none_or(|b| dev.score > b.score) {
             p.best = Some(dev);
             p.best_epoch = epoch + 1;
+            p.best_test = task.test(backbone, &model.clone().no_grad(), cfg.batch_size)?;
             p.since_best = 0;
             let adapter = out.join("adapter");
             task.save_adapter(backbone, &model, &adapter, base_model)?;
@@ -587,6 +615,7 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     let summary = RunSummary {
         best: p.best,
         best_epoch: p.best_epoch,
+        test: p.best_test,
         history: p.history,
         steps: p.step,
         trainable_parameters,
@@ -594,6 +623,48 @@ pub fn train_observed<B: AutodiffBackend + FrozenOps, T: Task<B>>(
     };
     RunReport::new(summary.clone()).write(out)?;
     Ok((model, summary))
+}
+
+/// Names the first parameter of `model` whose gradient in `grads` holds a NaN or an infinity
+/// (`"the gradient of head.linear.weight (NaN)"`), if any. One reduction per parameter tensor.
+pub(crate) fn non_finite_gradient<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> Option<String> {
+    struct Check<'a> {
+        grads: &'a GradientsParams,
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Check<'_> {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_some() {
+                return;
+            }
+            let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) else { return };
+            // The sum of magnitudes is NaN with a NaN, infinite with an infinity (or past f32's
+            // range, a gradient as unusable).
+            let total: f64 = g.abs().sum().into_scalar().elem();
+            let kind = if total.is_nan() {
+                "NaN"
+            } else if total.is_infinite() {
+                "an infinity"
+            } else {
+                return;
+            };
+            let name = if self.path.is_empty() { "a parameter".into() } else { self.path.join(".") };
+            self.found = Some(format!("the gradient of {name} ({kind})"));
+        }
+    }
+    let mut check = Check { grads, path: Vec::new(), found: None };
+    model.visit(&mut check);
+    check.found
 }
 
 fn write_curve(out: &Path, metrics: &Path, history: &[EpochRecord]) -> Result<()> {
@@ -613,4 +684,33 @@ fn write_curve(out: &Path, metrics: &Path, history: &[EpochRecord]) -> Result<()
 /// `BTreeMap` from pairs (metric tables).
 pub fn metrics_map(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
     pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::nn::{Linear, LinearConfig};
+
+    type AD = Autodiff<NdArray>;
+
+    /// A loss that stays finite while its gradient does not (`sqrt` at 0) is caught, naming the
+    /// parameter; a finite gradient passes.
+    #[test]
+    fn a_non_finite_gradient_names_its_parameter() {
+        let device = Default::default();
+        let mut linear: Linear<AD> = LinearConfig::new(2, 2).init(&device);
+        linear.weight = Param::from_tensor(Tensor::zeros([2, 2], &device));
+        let loss = linear.weight.val().sqrt().sum();
+        assert_eq!(loss.clone().into_scalar(), 0.0, "the loss itself is finite");
+        let grads = GradientsParams::from_grads(loss.backward(), &linear);
+        let what = non_finite_gradient(&linear, &grads).expect("sqrt'(0) is infinite");
+        assert!(what.contains("weight") && what.contains("infinity"), "{what}");
+
+        let loss = (linear.weight.val() + 1.0).sqrt().sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &linear);
+        assert_eq!(non_finite_gradient(&linear, &grads), None);
+    }
 }

@@ -179,3 +179,93 @@ fn language_model_tasks_need_a_prompt_and_a_decoder() {
     let e = job.run::<AD>(&d.join("run"), false, &mut Silent).unwrap_err().to_string();
     assert!(e.contains("pick a method"), "{e}");
 }
+
+/// Full fine-tuning through the same job: the backbone's weights change (read back from the run
+/// folder and compared with the base model), the training loss falls, the best epoch's dev and
+/// test scores are reported and reproduced from the folder, and a resumed run ends where an
+/// uninterrupted one does.
+#[test]
+fn full_fine_tuning_trains_the_backbone() {
+    use burn::module::Module;
+    use ptune_transformer::Backbone;
+
+    let d = dir("finetune");
+    let out = d.join("run");
+    let mut job = job(&classification_file(&d));
+    job.method = None;
+    job.full_finetune = true;
+    job.baselines = false;
+    job.train.epochs = 3;
+    job.train.lr = 1e-3;
+    job.train.weight_decay = 0.01;
+    assert_eq!(job.method_name(), "full-finetune");
+    let outcome = job.run::<AD>(&out, false, &mut Silent).unwrap();
+    let summary = &outcome.report.summary;
+
+    let (base, _) =
+        ptune_train::inference::load_backbone::<NdArray>(&tiny_bert(), &Default::default())
+            .unwrap();
+    let base_params = Module::num_params(&base);
+    assert_eq!(summary.trainable_parameters, base_params + 2 * (32 + 1), "backbone + head");
+
+    // The loss of the last epoch is below the first's.
+    let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
+    assert!(losses[2] < losses[0], "training loss falls: {losses:?}");
+
+    // The run folder holds the fine-tuned weights: they differ from the base model's, in the
+    // embeddings and in every layer.
+    let run = TrainedRun::<NdArray>::load(&out, None, &Default::default()).unwrap();
+    let changed = |a: burn::tensor::Tensor<NdArray, 2>, b: burn::tensor::Tensor<NdArray, 2>| {
+        (a - b).abs().max().into_scalar()
+    };
+    assert!(changed(run.backbone.embedding_matrix(), base.embedding_matrix()) > 1e-6);
+    let (ptune_transformer::AnyBackbone::Bert(tuned), ptune_transformer::AnyBackbone::Bert(bert)) =
+        (&run.backbone, &base)
+    else {
+        panic!("tiny-bert is a BERT");
+    };
+    for (t, b) in tuned.layers.iter().zip(&bert.layers) {
+        let (t, b) = (t.attention.query.weight.val(), b.attention.query.weight.val());
+        assert!(changed(t, b) > 1e-6, "every layer's query weight was trained");
+    }
+
+    // Dev and test scores of the best epoch, reproduced from the folder.
+    let best = summary.best.clone().unwrap();
+    let test = summary.test.clone().expect("classification reports the test split");
+    let options = EvalOptions { batch_size: 8, ..EvalOptions::default() };
+    let dev_again = run.evaluate(Split::Dev, None, &options).unwrap();
+    assert_eq!(dev_again.metrics["accuracy"], best.metrics["accuracy"]);
+    let test_again = run.evaluate(Split::Test, None, &options).unwrap();
+    assert_eq!(test_again.metrics["accuracy"], test.metrics["accuracy"]);
+
+    // Killed after step 4 and resumed: the same final weights as the uninterrupted run.
+    let resumed = d.join("resumed");
+    let mut first = job.clone();
+    first.train.stop_after_steps = Some(4);
+    assert!(first.run::<AD>(&resumed, false, &mut Silent).unwrap().report.summary.interrupted);
+    let again = job.run::<AD>(&resumed, true, &mut Silent).unwrap().report.summary;
+    let epochs = |s: &ptune_train::RunSummary| -> Vec<(usize, f64, ptune_train::Evaluation)> {
+        s.history.iter().map(|r| (r.step, r.train_loss, r.dev.clone())).collect()
+    };
+    assert_eq!(epochs(&again), epochs(summary), "resumed: the same steps, losses and scores");
+    assert_eq!(again.test, summary.test);
+    let resumed_run = TrainedRun::<NdArray>::load(&resumed, None, &Default::default()).unwrap();
+    assert_eq!(changed(resumed_run.backbone.embedding_matrix(), run.backbone.embedding_matrix()), 0.0);
+}
+
+#[test]
+fn full_fine_tuning_refuses_what_it_cannot_train() {
+    let d = dir("finetune-refused");
+    let mut job = job(&classification_file(&d));
+    job.full_finetune = true;
+    let e = job.run::<AD>(&d.join("run"), false, &mut Silent).unwrap_err().to_string();
+    assert!(e.contains("not a soft prompt"), "{e}");
+    job.method = None;
+    job.task = Some(TaskKind::Cloze);
+    let e = job.run::<AD>(&d.join("run"), false, &mut Silent).unwrap_err().to_string();
+    assert!(e.contains("classify or tag"), "{e}");
+    job.task = None;
+    job.train.gradient_checkpointing = true;
+    let e = job.run::<AD>(&d.join("run"), false, &mut Silent).unwrap_err().to_string();
+    assert!(e.contains("checkpointing"), "{e}");
+}

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -20,8 +21,9 @@ use crate::loader::TensorSource;
 use crate::tokenizer::TextTokenizer;
 
 /// A loaded backbone of either family. (Loaded once per process, so the variants' sizes do not
-/// matter.)
-#[derive(Debug)]
+/// matter.) A Burn module like its variants: full fine-tuning trains it, and its weights save and
+/// load as records.
+#[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum AnyBackbone<B: Backend> {
     /// BERT encoder.
