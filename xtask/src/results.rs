@@ -1,5 +1,5 @@
 //! `cargo xtask results [--full] [--seeds N] [--train-limit N] [--epochs N] [--methods a,b]
-//! [--no-tag] [--no-e2e] [--no-cloze] [--peer] [--out docs/results.md]`: the methods measured on
+//! [--no-tag] [--no-e2e] [--no-cloze] [--peer] [--reuse] [--runs runs/results] [--out docs/results.md]`: the methods measured on
 //! real data, written to `docs/results.md` with SVG plots.
 //!
 //! - MiniLM on `rt-sentences`, per method (linear probe, Prompt Tuning, P-Tuning MLP and LSTM,
@@ -168,10 +168,16 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// One `ptune train` run into `out`, with `metric` read from the best epoch (dev) and its test
 /// evaluation.
-fn train_run(exe: &Path, args: Vec<String>, out: &Path, metric: &str, lr: &str) -> Result<RunResult> {
+fn train_run(
+    exe: &Path,
+    args: Vec<String>,
+    out: &Path,
+    metric: &str,
+    lr: &str,
+) -> Result<RunResult> {
     let mut a = args;
     a.extend(["--out".into(), out.display().to_string()]);
-    let (_, peak_mib) = ptune_measured(exe, &a)?;
+    let peak_mib = measured_or_reused(exe, &a, out)?;
     let m = read_json(&out.join("metrics.json"))?;
     let s = &m["summary"];
     let history = s["history"].as_array().cloned().unwrap_or_default();
@@ -187,6 +193,25 @@ fn train_run(exe: &Path, args: Vec<String>, out: &Path, metric: &str, lr: &str) 
             .filter_map(|r| Some((r["epoch"].as_f64()?, r["dev"]["score"].as_f64()?)))
             .collect(),
     })
+}
+
+/// `--reuse`: a run folder whose `metrics.json` is complete (written at the end of `ptune train`)
+/// is read instead of trained again, so an interrupted `results` run continues where it stopped.
+static REUSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `ptune ARGS` into `out` and returns its peak RSS (MiB), or with `--reuse` reads a complete
+/// earlier run of `out` and the peak it recorded.
+fn measured_or_reused(exe: &Path, args: &[String], out: &Path) -> Result<f64> {
+    let peak_file = out.join("peak_rss_mib");
+    let complete = read_json(&out.join("metrics.json")).is_ok_and(|m| m["method"].is_string());
+    if REUSE.load(std::sync::atomic::Ordering::Relaxed) && complete {
+        eprintln!("results: reusing {}", out.display());
+        let text = std::fs::read_to_string(&peak_file).unwrap_or_default();
+        return Ok(text.trim().parse().unwrap_or(f64::NAN));
+    }
+    let (_, peak) = ptune_measured(exe, args)?;
+    std::fs::write(&peak_file, format!("{peak:.1}\n"))?;
+    Ok(peak)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -299,6 +324,7 @@ impl MethodResult<'_> {
 pub fn results(args: &[String]) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let full = given(args, "--full");
+    REUSE.store(given(args, "--reuse"), std::sync::atomic::Ordering::Relaxed);
     let seeds: u64 = flag_value(args, "--seeds").unwrap_or("3").parse()?;
     let limit = flag_value(args, "--train-limit")
         .unwrap_or(if full { "1000000" } else { "2400" })
@@ -319,7 +345,7 @@ pub fn results(args: &[String]) -> Result<()> {
         bail!("building ptune failed");
     }
     let exe = root.join("target/debug/ptune");
-    let runs = root.join("runs/results");
+    let runs = root.join(flag_value(args, "--runs").unwrap_or("runs/results"));
     let started = std::time::Instant::now();
     let base = |model: &str, dataset: &str| -> Vec<String> {
         strings(&["--backend", "flex", "train", "--model", model, "--dataset", dataset])
@@ -371,14 +397,15 @@ pub fn results(args: &[String]) -> Result<()> {
     let mut md = String::from("# Results\n\n");
     md.push_str(&format!(
         "Made by `cargo xtask results {}` on a 2-core CPU (backend `flex`). Every number below \
-         comes from that command's runs (`runs/results/*/metrics.json`); the test split is \
-         evaluated once per run, at the epoch the dev split selects.\n\n",
-        args.join(" ")
+         comes from that command's runs (`{}/*/metrics.json`); the test split is evaluated once \
+         per run, at the epoch the dev split selects.\n\n",
+        args.join(" "),
+        runs.strip_prefix(&root).unwrap_or(&runs).display()
     ));
     md.push_str(&format!(
         "## MiniLM on `rt-sentences`\n\n\
          all-MiniLM-L6-v2 (22.7 M parameters, frozen except under full fine-tuning); training on \
-         the first {limit} sentences of the seeded training split for {epochs} epochs, batch 32, \
+         the first {limit} sentences of the seeded training split for {epochs} epoch(s), batch 32, \
          16 virtual tokens / prefix slots, mean pooling, AdamW with linear decay (weight decay \
          0.01 for full fine-tuning, 0 otherwise); dev and test are the seeded 1,004 / 1,004 \
          sentences. Each method's learning rate is chosen on dev from three values (seed 0), then \
@@ -386,18 +413,16 @@ pub fn results(args: &[String]) -> Result<()> {
          | method | `ptune train` flags | dev accuracy at each lr (seed 0) | lr | trainable parameters | dev accuracy | **test accuracy** | runs above the probe | seconds per epoch | peak RSS MiB |\n\
          |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     ));
-    let probe_test = results
-        .iter()
-        .find(|r| r.method.name == "probe")
-        .map(|r| r.test().0)
-        .unwrap_or(f64::NAN);
+    let probe_test =
+        results.iter().find(|r| r.method.name == "probe").map(|r| r.test().0).unwrap_or(f64::NAN);
     let mut bars = Vec::new();
     let mut curves = Vec::new();
     for r in &results {
         let (dm, ds) = r.dev();
         let (tm, ts) = r.test();
         let above = r.seeds.iter().filter(|s| s.test > probe_test).count();
-        let sweep: Vec<String> = r.sweep.iter().map(|s| format!("{}: {:.4}", s.lr, s.dev)).collect();
+        let sweep: Vec<String> =
+            r.sweep.iter().map(|s| format!("{}: {:.4}", s.lr, s.dev)).collect();
         let secs: Vec<f64> = r.seeds.iter().flat_map(|s| s.seconds_per_epoch.clone()).collect();
         let peak = r.seeds.iter().map(|s| s.peak_mib).fold(0.0f64, f64::max);
         let chosen = r.seeds.first().map(|s| s.lr.clone()).unwrap_or_default();
@@ -415,12 +440,13 @@ pub fn results(args: &[String]) -> Result<()> {
             curves.push((r.method.label.to_string(), first.curve.clone()));
         }
     }
+    let docs = out_md.parent().unwrap_or(&root).to_path_buf();
     std::fs::write(
-        root.join("docs/results-minilm.svg"),
+        docs.join("results-minilm.svg"),
         bars_svg("MiniLM / rt-sentences: test accuracy (mean ± std over seeds)", &bars),
     )?;
     std::fs::write(
-        root.join("docs/results-minilm-curves.svg"),
+        docs.join("results-minilm-curves.svg"),
         curves_svg("MiniLM / rt-sentences: dev accuracy per epoch (seed 0, chosen lr)", &curves),
     )?;
     md.push_str(
@@ -624,7 +650,7 @@ fn tag_section(
     let mut md = format!(
         "## MiniLM on `e2e-slots` (token classification)\n\n\
          Slot tags of the E2E meaning representations as BIO word tags; training on the first \
-         {limit} sentences for {epochs} epochs, batch 32, seed 0, each method at the middle of its \
+         {limit} sentences for {epochs} epoch(s), batch 32, seed 0, each method at the middle of its \
          learning-rate range above; entity-level F1 of the best dev epoch and on test.\n\n\
          | method | lr | trainable parameters | dev entity F1 | test entity F1 | test word accuracy | seconds per epoch |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
@@ -735,7 +761,7 @@ fn e2e_section(
         a.extend(strings(flags));
         a.extend(["--out".into(), out.display().to_string()]);
         eprintln!("results: SmolLM2 E2E {label} …");
-        let (_, peak) = ptune_measured(exe, &a)?;
+        let peak = measured_or_reused(exe, &a, &out)?;
         let m = read_json(&out.join("metrics.json"))?;
         let s = &m["summary"];
         let best = &s["best"]["metrics"];

@@ -96,7 +96,10 @@ impl<B: FrozenOps> FineTuned<B> {
         ptune_prompt::files::verify_dir(dir)?;
         let path = dir.join(FINETUNED_FILE);
         let unreadable = |e: String| {
-            TrainError::Config(format!("{}.mpk: unreadable fine-tuned weights: {e}", path.display()))
+            TrainError::Config(format!(
+                "{}.mpk: unreadable fine-tuned weights: {e}",
+                path.display()
+            ))
         };
         // Burn's record loading panics on some malformed contents instead of returning an error.
         let load = || -> Result<Self> {

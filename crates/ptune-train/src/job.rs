@@ -243,12 +243,6 @@ impl TrainJob {
         let started = Instant::now();
         let kind = self.task_kind()?;
         let lm_task = matches!(kind, TaskKind::Cloze | TaskKind::Generate);
-        if lm_task && self.method.is_none() {
-            return Err(TrainError::Config(format!(
-                "{kind:?} trains a soft prompt with the frozen LM head: pick a method, not \
-                 {LINEAR_PROBE}"
-            )));
-        }
         if self.full_finetune {
             if let Some(m) = self.method {
                 return Err(TrainError::Config(format!(
@@ -266,6 +260,12 @@ impl TrainJob {
                      {FULL_FINETUNE}"
                 )));
             }
+        }
+        if lm_task && self.method.is_none() {
+            return Err(TrainError::Config(format!(
+                "{kind:?} trains a soft prompt with the frozen LM head: pick a method, not \
+                 {LINEAR_PROBE}"
+            )));
         }
         let device = B::Device::default();
         let model_path = resolve_model(&self.model)?;

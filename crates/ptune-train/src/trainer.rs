@@ -658,7 +658,8 @@ pub(crate) fn non_finite_gradient<B: AutodiffBackend, M: AutodiffModule<B>>(
             } else {
                 return;
             };
-            let name = if self.path.is_empty() { "a parameter".into() } else { self.path.join(".") };
+            let name =
+                if self.path.is_empty() { "a parameter".into() } else { self.path.join(".") };
             self.found = Some(format!("the gradient of {name} ({kind})"));
         }
     }

@@ -250,7 +250,10 @@ fn full_fine_tuning_trains_the_backbone() {
     assert_eq!(epochs(&again), epochs(summary), "resumed: the same steps, losses and scores");
     assert_eq!(again.test, summary.test);
     let resumed_run = TrainedRun::<NdArray>::load(&resumed, None, &Default::default()).unwrap();
-    assert_eq!(changed(resumed_run.backbone.embedding_matrix(), run.backbone.embedding_matrix()), 0.0);
+    assert_eq!(
+        changed(resumed_run.backbone.embedding_matrix(), run.backbone.embedding_matrix()),
+        0.0
+    );
 }
 
 #[test]
