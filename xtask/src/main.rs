@@ -15,8 +15,9 @@
 //!   (the CPU ones by default; a GPU backend named here is built in for the run).
 //! - `cargo xtask bench [--peer]` — time every method's forward pass and training step on the real
 //!   models (and PEFT's, with `--peer`); writes `docs/benchmarks.{md,json}`.
-//! - `cargo xtask results [ARGS]` — the methods measured on real data (MiniLM / rt-sentences per seed,
-//!   SmolLM2 / E2E), written to `docs/results.md` with a plot.
+//! - `cargo xtask results [ARGS]` — the methods measured on real data (MiniLM / rt-sentences: a
+//!   learning-rate sweep per method, then seeds, test accuracy, full fine-tuning; e2e-slots; SmolLM2
+//!   cloze and E2E; PEFT beside with `--peer`), written to `docs/results.md` with plots.
 //! - `cargo xtask ptune …` — run the `ptune` CLI.
 
 mod bench;
