@@ -199,6 +199,9 @@ fn train_run(
 /// is read instead of trained again, so an interrupted `results` run continues where it stopped.
 static REUSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// How many runs `--reuse` read instead of training (the page says so beside its total time).
+static REUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `ptune ARGS` into `out` and returns its peak RSS (MiB), or with `--reuse` reads a complete
 /// earlier run of `out` and the peak it recorded.
 fn measured_or_reused(exe: &Path, args: &[String], out: &Path) -> Result<f64> {
@@ -206,6 +209,7 @@ fn measured_or_reused(exe: &Path, args: &[String], out: &Path) -> Result<f64> {
     let complete = read_json(&out.join("metrics.json")).is_ok_and(|m| m["method"].is_string());
     if REUSE.load(std::sync::atomic::Ordering::Relaxed) && complete {
         eprintln!("results: reusing {}", out.display());
+        REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = std::fs::read_to_string(&peak_file).unwrap_or_default();
         return Ok(text.trim().parse().unwrap_or(f64::NAN));
     }
@@ -467,7 +471,14 @@ pub fn results(args: &[String]) -> Result<()> {
     if !given(args, "--no-e2e") {
         md.push_str(&e2e_section(&root, &exe, &runs, &base, &e2e_limit)?);
     }
-    md.push_str(&format!("\nTotal time: {:.1} min.\n", started.elapsed().as_secs_f64() / 60.0));
+    md.push_str(&format!("\nTotal time: {:.1} min", started.elapsed().as_secs_f64() / 60.0));
+    match REUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => md.push_str(".\n"),
+        n => md.push_str(&format!(
+            " ({n} runs read from an earlier invocation with the same settings, `--reuse`; their \
+             seconds per epoch and peak RSS are those measured then).\n"
+        )),
+    }
     std::fs::write(&out_md, &md)?;
     println!("{md}");
     eprintln!("wrote {}", out_md.display());
