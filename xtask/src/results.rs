@@ -1,5 +1,6 @@
 //! `cargo xtask results [--full] [--seeds N] [--train-limit N] [--epochs N] [--methods a,b]
-//! [--no-tag] [--no-e2e] [--no-cloze] [--peer] [--reuse] [--runs runs/results] [--out docs/results.md]`: the methods measured on
+//! [--no-tag] [--no-e2e] [--no-cloze] [--peer] [--peer-seeds N] [--reuse] [--runs runs/results]
+//! [--out docs/results.md]`: the methods measured on
 //! real data, written to `docs/results.md` with SVG plots.
 //!
 //! - MiniLM on `rt-sentences`, per method (linear probe, Prompt Tuning, P-Tuning MLP and LSTM,
@@ -10,11 +11,12 @@
 //!   fraction of runs whose test accuracy beats the linear probe's mean. Whether shallow <
 //!   reparameterised < deep holds, from those means.
 //! - MiniLM on `e2e-slots` (token classification): each method at one rate, entity F1.
-//! - SmolLM2-135M cloze on `rt-sentences` (the verbalizer's choice of the frozen LM head): the
-//!   prompt methods, for the same ordering on a decoder.
-//! - SmolLM2-135M on `e2e`: Prompt Tuning, Prefix-Tuning and P-Tuning v2, BLEU and ROUGE-L of
-//!   greedy generations (stop at the newline) on the dev sources.
-//! - With `--peer`: the MiniLM runs in PEFT (`benches/peer/peft_train.py`, same split).
+//! - SmolLM2-135M cloze on `rt-sentences` (the verbalizer's choice of the LM head): the prompt
+//!   methods, for the same ordering on a decoder, and full fine-tuning of the decoder.
+//! - SmolLM2-135M on `e2e`: Prompt Tuning, Prefix-Tuning, P-Tuning v2 and full fine-tuning of the
+//!   decoder, BLEU and ROUGE-L of greedy generations (stop at the newline) on the dev sources.
+//! - With `--peer`: the MiniLM runs in PEFT (`benches/peer/peft_train.py`, same split), with
+//!   PEFT's documented settings and with ptune's, `--peer-seeds` seeds each (default `--seeds`).
 //!
 //! The default budget (2,400 training sentences, 2 epochs, 3 seeds) is what separates the methods
 //! on MiniLM; `--full` trains on the whole training split for 3 epochs.
@@ -70,7 +72,7 @@ const MINILM: &[Method] = &[
         name: "ptuning-mlp",
         peft: "p-tuning-mlp",
         flags: &["--method", "p-tuning", "--encoder", "mlp", "--encoder-hidden", "128"],
-        lrs: ["1e-3", "3e-3", "1e-2"],
+        lrs: ["3e-3", "1e-2", "3e-2"],
         depth: Depth::Reparameterised,
     },
     Method {
@@ -94,7 +96,7 @@ const MINILM: &[Method] = &[
         name: "ptv2",
         peft: "p-tuning-v2",
         flags: &["--method", "p-tuning-v2"],
-        lrs: ["5e-3", "1e-2", "3e-2"],
+        lrs: ["1e-2", "3e-2", "1e-1"],
         depth: Depth::Deep,
     },
     Method {
@@ -102,7 +104,7 @@ const MINILM: &[Method] = &[
         name: "full",
         peft: "full-finetune",
         flags: &["--method", "full-finetune"],
-        lrs: ["1e-5", "2e-5", "5e-5"],
+        lrs: ["2e-5", "5e-5", "1e-4"],
         depth: Depth::Baseline,
     },
 ];
@@ -460,7 +462,8 @@ pub fn results(args: &[String]) -> Result<()> {
     md.push_str(&claims(&results, probe_test));
 
     if given(args, "--peer") {
-        md.push_str(&peer_section(&root, &runs, &results, seeds, &limit, &epochs)?);
+        let peer_seeds: u64 = flag_value(args, "--peer-seeds").map_or(Ok(seeds), str::parse)?;
+        md.push_str(&peer_section(&root, &runs, &results, peer_seeds, &limit, &epochs)?);
     }
     if !given(args, "--no-tag") {
         md.push_str(&tag_section(&exe, &runs, &base, &tag_limit, &epochs, &picked)?);
@@ -530,7 +533,7 @@ fn claims(results: &[MethodResult], probe_test: f64) -> String {
 
 /// PEFT on the same split, twice: with PEFT's documented settings and PEFT's pooler head, and with
 /// ptune's settings (the learning rates ptune's sweep chose, 16 virtual tokens, no dropout, ptune's
-/// mean-pooling head); test accuracy beside ptune's.
+/// mean-pooling head); test accuracy beside ptune's. `seeds` PEFT seeds per method (`--peer-seeds`).
 fn peer_section(
     root: &Path,
     runs: &Path,
@@ -542,38 +545,52 @@ fn peer_section(
     let python = crate::bench::peer_python(root)?;
     let seed_list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
     let methods: Vec<&str> = results.iter().map(|r| r.method.peft).collect();
+    // PEFT documents no linear probe: the head-only baseline runs once, in ptune's setting.
+    let documented: Vec<&str> = methods.iter().copied().filter(|m| *m != "linear-probe").collect();
     let chosen: Vec<String> = results
         .iter()
         .filter_map(|r| Some(format!("{}={}", r.method.peft, r.seeds.first()?.lr)))
         .collect();
-    let presets: [(&str, &str, Vec<&str>); 2] = [
+    let presets: [(&str, &str, Vec<&str>, &[&str]); 2] = [
         (
             "PEFT's documented settings, PEFT's pooler head (`--preset peft-docs`)",
             "peft-docs",
             vec!["--preset", "peft-docs", "--pooling", "pooler"],
+            &documented,
         ),
         (
             "ptune's settings and head (`--preset ptune --pooling mean --no-dropout`, ptune's chosen rates)",
             "ptune",
             vec!["--preset", "ptune", "--pooling", "mean", "--no-dropout"],
+            &methods,
         ),
     ];
     let mut md = String::new();
     let mut peft_tests = Vec::new();
-    for (title, slug, flags) in presets {
+    for (title, slug, flags, methods) in presets {
         let peer_out = runs.join(format!("peft-train-{slug}.json"));
-        eprintln!("results: PEFT, {slug} …");
-        let status = Command::new(&python)
-            .arg(root.join("benches/peer/peft_train.py"))
-            .arg("--out")
-            .arg(&peer_out)
-            .args(["--seeds", &seed_list.join(","), "--train-limit", limit, "--epochs", epochs])
-            .args(["--methods", &methods.join(","), "--lr", &chosen.join(",")])
-            .args(&flags)
-            .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
-            .status()?;
-        if !status.success() {
-            bail!("peft_train.py failed");
+        let mut peer_args: Vec<String> =
+            strings(&["--seeds", &seed_list.join(","), "--train-limit", limit, "--epochs", epochs]);
+        peer_args.extend(strings(&["--methods", &methods.join(","), "--lr", &chosen.join(",")]));
+        peer_args.extend(strings(&flags));
+        // `--reuse`: the JSON of an earlier run with the same arguments (kept beside it).
+        let args_file = runs.join(format!("peft-train-{slug}.args"));
+        let same = std::fs::read_to_string(&args_file).is_ok_and(|a| a == peer_args.join(" "));
+        if REUSE.load(std::sync::atomic::Ordering::Relaxed) && same && peer_out.is_file() {
+            eprintln!("results: reusing {}", peer_out.display());
+        } else {
+            eprintln!("results: PEFT, {slug} …");
+            let status = Command::new(&python)
+                .arg(root.join("benches/peer/peft_train.py"))
+                .arg("--out")
+                .arg(&peer_out)
+                .args(&peer_args)
+                .env("PTUNE_CACHE", crate::fetch::cache_dir()?)
+                .status()?;
+            if !status.success() {
+                bail!("peft_train.py failed");
+            }
+            std::fs::write(&args_file, peer_args.join(" "))?;
         }
         let v = read_json(&peer_out)?;
         md.push_str(&format!(
@@ -671,7 +688,7 @@ fn tag_section(
         let mut a = base("minilm", "e2e-slots");
         a.extend(strings(method.flags));
         a.extend(strings(&["--lr", lr, "--seed", "0", "--train-limit", limit, "--epochs", epochs]));
-        let out = runs.join(format!("minilm-slots-{}", method.name));
+        let out = runs.join(format!("minilm-slots-{}-lr{lr}", method.name));
         eprintln!("results: e2e-slots {} …", method.label);
         let r = train_run(exe, a, &out, "entity_f1", lr)?;
         let m = read_json(&out.join("metrics.json"))?;
@@ -699,24 +716,29 @@ fn cloze_section(
         "## SmolLM2-135M cloze on `rt-sentences`\n\n\
          The frozen LM head scores the verbalizer words \" negative\" / \" positive\" after \
          \"{{text}} Sentiment:\"; training on the first {limit} sentences for 1 epoch, batch 16, \
-         10 virtual tokens, seed 0; accuracy of the best dev epoch and on test.\n\n\
+         10 virtual tokens, seed 0; accuracy of the best dev epoch and on test. Full fine-tuning \
+         trains the decoder itself (its tied LM head included) with AdamW, weight decay 0.01.\n\n\
          | method | lr | trainable parameters | dev accuracy | test accuracy | seconds per epoch | peak RSS MiB |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
-    let rows: [(&str, &[&str], &str); 4] = [
+    let rows: [(&str, &[&str], &str); 5] = [
         ("Prompt Tuning", &["--method", "prompt-tuning"], "3e-2"),
         ("P-Tuning (MLP)", &["--method", "p-tuning", "--encoder-hidden", "128"], "3e-3"),
         ("Prefix-Tuning", &["--method", "prefix-tuning", "--encoder-hidden", "256"], "3e-3"),
-        ("P-Tuning v2", &["--method", "p-tuning-v2"], "1e-2"),
+        ("P-Tuning v2", &["--method", "p-tuning-v2"], "3e-3"),
+        ("full fine-tuning", &["--method", "full-finetune"], "5e-5"),
     ];
     let mut tests = Vec::new();
     for (label, flags, lr) in rows {
         let mut a = base("smollm2", "rt-sentences");
-        a.extend(strings(&["--task", "cloze", "--virtual-tokens", "10", "--batch-size", "16"]));
+        a.extend(strings(&["--task", "cloze", "--batch-size", "16"]));
+        if flags[1] != "full-finetune" {
+            a.extend(strings(&["--virtual-tokens", "10"]));
+        }
         a.extend(strings(flags));
         a.extend(strings(&["--lr", lr, "--seed", "0", "--train-limit", limit, "--epochs", "1"]));
         let slug: String = label.chars().filter(char::is_ascii_alphanumeric).collect();
-        let out = runs.join(format!("smollm2-cloze-{slug}"));
+        let out = runs.join(format!("smollm2-cloze-{slug}-lr{lr}"));
         eprintln!("results: SmolLM2 cloze {label} …");
         let r = train_run(exe, a, &out, "accuracy", lr)?;
         tests.push(r.test);
@@ -729,13 +751,15 @@ fn cloze_section(
             r.peak_mib
         ));
     }
-    if let [shallow, reparameterised, prefix, v2] = tests[..] {
+    if let [shallow, reparameterised, prefix, v2, full] = tests[..] {
         let deep = prefix.max(v2);
         md.push_str(&format!(
             "\nShallow < reparameterised < deep on SmolLM2 (test accuracy, one seed): Prompt Tuning \
              {shallow:.4} vs P-Tuning {reparameterised:.4} vs the better deep method {deep:.4}: \
-             **{}**.\n",
-            if shallow < reparameterised && reparameterised < deep { "holds" } else { "does not hold" }
+             **{}**. P-Tuning v2 against full fine-tuning of the decoder: {v2:.4} vs {full:.4} \
+             ({:+.2} points).\n",
+            if shallow < reparameterised && reparameterised < deep { "holds" } else { "does not hold" },
+            100.0 * (v2 - full)
         ));
     }
     md.push('\n');
@@ -754,20 +778,25 @@ fn e2e_section(
          Training on the first {limit} training pairs for 1 epoch, batch 8, 10 virtual tokens / \
          prefix slots; BLEU-4 (sacreBLEU's corpus BLEU) and ROUGE-L (rouge_score's F) of greedy \
          generations (at most 48 tokens, stopped at the newline) for the first 20 dev meaning \
-         representations against all their references. Full fine-tuning of the decoder is not \
-         offered (`full-finetune` trains classify and tag heads).\n\n\
+         representations against all their references. Full fine-tuning trains the decoder \
+         itself (135 M parameters, its tied LM head included; AdamW, weight decay 0.01).\n\n\
          | method | trainable parameters | dev BLEU | dev ROUGE-L | dev target loss | seconds per epoch | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n"
     );
     let mut samples = String::new();
-    let methods: [(&str, &str, &[&str]); 3] = [
+    let methods: [(&str, &str, &[&str]); 4] = [
         ("Prompt Tuning", "prompt-tuning", &["--lr", "3e-2"]),
         ("Prefix-Tuning", "prefix-tuning", &["--encoder-hidden", "256", "--lr", "3e-3"]),
-        ("P-Tuning v2", "p-tuning-v2", &["--lr", "1e-2"]),
+        ("P-Tuning v2", "p-tuning-v2", &["--lr", "3e-3"]),
+        ("full fine-tuning", "full-finetune", &["--lr", "1e-4"]),
     ];
     for (label, method, flags) in methods {
-        let out = runs.join(format!("smollm2-e2e-{method}"));
+        let slug: String = flags.concat().chars().filter(char::is_ascii_alphanumeric).collect();
+        let out = runs.join(format!("smollm2-e2e-{method}-{slug}"));
         let mut a = base("smollm2", "e2e");
-        a.extend(strings(&["--method", method, "--virtual-tokens", "10", "--batch-size", "8"]));
+        a.extend(strings(&["--method", method, "--batch-size", "8"]));
+        if method != "full-finetune" {
+            a.extend(strings(&["--virtual-tokens", "10"]));
+        }
         a.extend(strings(&["--eval-sources", "20", "--train-limit", limit, "--epochs", "1"]));
         a.extend(strings(flags));
         a.extend(["--out".into(), out.display().to_string()]);

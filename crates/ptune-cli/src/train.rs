@@ -27,8 +27,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// A method of the registry (`prompt-tuning`, `p-tuning`, `prefix-tuning`, `p-tuning-v2`),
-    /// `linear-probe` (no prompt, head only) or `full-finetune` (the backbone's weights and the
-    /// head; classify and tag) [default: p-tuning-v2].
+    /// `linear-probe` (no prompt, head only) or `full-finetune` (the backbone's own weights: with
+    /// the head, or a decoder with its LM head for cloze and generate) [default: p-tuning-v2].
     #[arg(long, value_parser = method_names())]
     pub method: Option<String>,
     /// `rt-sentences`, `uci-sentiment` (classify, cloze), `e2e-slots` (tag), `e2e` (generate), or a

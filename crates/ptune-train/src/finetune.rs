@@ -7,7 +7,8 @@
 //! differentiates as usual (module docs of `ptune_transformer::frozen`), so the model code is the
 //! same for both. [`FullFineTuning`] wraps a classification or tagging [`Task`] so that its model
 //! holds the backbone too: the same loop, AdamW (with weight decay), schedule, checkpoints and
-//! metrics train it.
+//! metrics train it. [`DecoderFineTuning`] does the same for the decoder tasks (cloze and
+//! generation): the decoder, its LM head included, is the whole model.
 //!
 //! The best epoch's weights are written to `adapter/` as [`FINETUNED_FILE`] (Burn's named
 //! MessagePack record of the backbone and head, f32) beside the run's `task.json`;
@@ -26,6 +27,7 @@ use ptune_transformer::{AnyBackbone, Backbone, FrozenOps};
 
 use crate::classify::Classifier;
 use crate::error::{Result, TrainError};
+use crate::lm::PromptOptional;
 use crate::task::{Evaluation, Task};
 
 /// The method name of full fine-tuning (`ptune train --method full-finetune`).
@@ -80,37 +82,51 @@ impl<B: FrozenOps> FineTuned<B> {
     /// Writes the weights to `dir/`[`FINETUNED_FILE`]`.mpk` (the folder replaced atomically, with
     /// checksums).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        replace_dir(dir, |tmp| {
-            let path = tmp.join(FINETUNED_FILE);
-            NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-                .record(self.clone().into_record(), path.clone())
-                .map_err(|e| PromptError::Adapter { path, message: e.to_string() })
-        })?;
-        Ok(())
+        save_weights(self, dir)
     }
 
     /// Loads weights written by [`FineTuned::save`] into `self` (the base model and a head of the
     /// run's width); a damaged file or a record of another shape is an error, not a panic.
     pub fn load(self, dir: &Path, device: &B::Device) -> Result<Self> {
-        ptune_prompt::files::recover_dir(dir)?;
-        ptune_prompt::files::verify_dir(dir)?;
-        let path = dir.join(FINETUNED_FILE);
-        let unreadable = |e: String| {
-            TrainError::Config(format!(
-                "{}.mpk: unreadable fine-tuned weights: {e}",
-                path.display()
-            ))
-        };
-        // Burn's record loading panics on some malformed contents instead of returning an error.
-        let load = || -> Result<Self> {
-            let record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-                .load(path.clone(), device)
-                .map_err(|e| unreadable(e.to_string()))?;
-            Ok(self.load_record(record))
-        };
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
-            .map_err(|_| unreadable("the record does not fit this model".into()))?
+        load_weights(self, dir, device)
     }
+}
+
+/// Writes `model`'s weights to `dir/`[`FINETUNED_FILE`]`.mpk` (the folder replaced atomically,
+/// with checksums): a [`FineTuned`] classifier, or a fine-tuned decoder ([`AnyBackbone`]).
+pub fn save_weights<B: Backend, M: Module<B>>(model: &M, dir: &Path) -> Result<()> {
+    replace_dir(dir, |tmp| {
+        let path = tmp.join(FINETUNED_FILE);
+        NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+            .record(model.clone().into_record(), path.clone())
+            .map_err(|e| PromptError::Adapter { path, message: e.to_string() })
+    })?;
+    Ok(())
+}
+
+/// Loads weights written by [`save_weights`] into `model` (of the same structure: the base model,
+/// with a head of the run's width for a classifier); a damaged file or a record of another shape
+/// is an error, not a panic.
+pub fn load_weights<B: Backend, M: Module<B>>(
+    model: M,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<M> {
+    ptune_prompt::files::recover_dir(dir)?;
+    ptune_prompt::files::verify_dir(dir)?;
+    let path = dir.join(FINETUNED_FILE);
+    let unreadable = |e: String| {
+        TrainError::Config(format!("{}.mpk: unreadable fine-tuned weights: {e}", path.display()))
+    };
+    // Burn's record loading panics on some malformed contents instead of returning an error.
+    let load = || -> Result<M> {
+        let record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+            .load(path.clone(), device)
+            .map_err(|e| unreadable(e.to_string()))?;
+        Ok(model.load_record(record))
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+        .map_err(|_| unreadable("the record does not fit this model".into()))?
 }
 
 /// Whether `dir` (an adapter folder) holds fine-tuned weights.
@@ -177,5 +193,68 @@ where
         _base_model: &str,
     ) -> Result<()> {
         model.save(dir)
+    }
+}
+
+/// A language-model task (cloze or generation) with the decoder's own weights trained instead of
+/// a soft prompt: the wrapped task's loss and scores without a prompt, with the trainable decoder
+/// as the model (its LM head included, tied to the embeddings where the checkpoint ties them).
+/// The best epoch's decoder is written as [`FINETUNED_FILE`] like a fine-tuned classifier.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderFineTuning<T> {
+    /// The cloze or generation task.
+    pub task: T,
+}
+
+impl<B, T> Task<B> for DecoderFineTuning<T>
+where
+    B: AutodiffBackend + FrozenOps,
+    T: Task<B> + PromptOptional<B>,
+{
+    type Model = AnyBackbone<B>;
+
+    fn train_lengths(&self) -> Vec<usize> {
+        self.task.train_lengths()
+    }
+
+    fn dev_len(&self) -> usize {
+        self.task.dev_len()
+    }
+
+    fn loss(
+        &self,
+        _frozen: &dyn Backbone<B>,
+        model: &AnyBackbone<B>,
+        batch: &[usize],
+    ) -> Result<Tensor<B, 1>> {
+        self.task.loss_with(model, None, batch)
+    }
+
+    fn evaluate(
+        &self,
+        _frozen: &dyn Backbone<B>,
+        model: &AnyBackbone<B>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        self.task.evaluate_with(model, None, batch_size)
+    }
+
+    fn test(
+        &self,
+        _frozen: &dyn Backbone<B>,
+        model: &AnyBackbone<B>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        self.task.test_with(model, None, batch_size)
+    }
+
+    fn save_adapter(
+        &self,
+        _frozen: &dyn Backbone<B>,
+        model: &AnyBackbone<B>,
+        dir: &Path,
+        _base_model: &str,
+    ) -> Result<()> {
+        save_weights(model, dir)
     }
 }

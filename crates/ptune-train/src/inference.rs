@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{evaluate, pooled, Classifier, Pooling};
 use crate::error::{Result, TrainError};
-use crate::finetune::{has_finetuned, FineTuned};
+use crate::finetune::{has_finetuned, load_weights, FineTuned};
 use crate::generate::{generate_streaming, Decoding, Flow, GenerationConfig};
 use crate::job::{eos_of, load_data, TaskData};
 use crate::lm::{
@@ -155,6 +155,11 @@ impl<B: FrozenOps> TrainedRun<B> {
         } else {
             dir.join("adapter")
         };
+        if has_finetuned(&adapter) && matches!(info.task, TaskKind::Cloze | TaskKind::Generate) {
+            // A fully fine-tuned decoder: its weights over the base model (no prompt, no head).
+            let backbone = load_weights(backbone, &adapter, device)?;
+            return Ok(Self { backbone, tokenizer, info, prompt: None, head: None });
+        }
         if has_finetuned(&adapter) {
             // A fully fine-tuned run: its weights over the base model, and its head.
             let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, info.labels.len())

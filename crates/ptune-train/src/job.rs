@@ -34,7 +34,7 @@ use crate::classify::{
     linear_probe, majority_baseline, Classifier, Pooling, SequenceClassification,
 };
 use crate::error::{Result, TrainError};
-use crate::finetune::{FineTuned, FullFineTuning, FULL_FINETUNE};
+use crate::finetune::{trainable, DecoderFineTuning, FineTuned, FullFineTuning, FULL_FINETUNE};
 use crate::lm::{
     cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, verbalizer, CausalLm,
     Cloze, ReferenceSet,
@@ -156,11 +156,12 @@ pub struct TrainJob {
     pub columns: Columns,
     /// The task (`None`: the data set's own, [`TaskKind::pick`]).
     pub task: Option<TaskKind>,
-    /// The method; `None` trains the head alone (the linear probe), or the head and the backbone
-    /// with `full_finetune`.
+    /// The method; `None` trains the head alone (the linear probe), or the backbone (with the
+    /// head, or as a decoder with its LM head) with `full_finetune`.
     pub method: Option<MethodKind>,
-    /// Train the backbone's own weights with the head (full fine-tuning, the baseline the methods
-    /// are measured against; classify and tag, with `method` `None`).
+    /// Train the backbone's own weights (full fine-tuning, the baseline the methods are measured
+    /// against; with `method` `None`): with the head for classify and tag, the decoder and its LM
+    /// head for cloze and generate.
     #[serde(default)]
     pub full_finetune: bool,
     /// The method's options (the registry fills what is unset).
@@ -249,11 +250,6 @@ impl TrainJob {
                     "{FULL_FINETUNE} trains the backbone and a head, not a soft prompt: drop `{m}`"
                 )));
             }
-            if !matches!(kind, TaskKind::Classify | TaskKind::Tag) {
-                return Err(TrainError::Config(format!(
-                    "{FULL_FINETUNE} trains a classify or tag head with the backbone, not {kind:?}"
-                )));
-            }
             if self.train.gradient_checkpointing {
                 return Err(TrainError::Config(format!(
                     "gradient checkpointing reruns frozen layers; it does not apply to \
@@ -261,10 +257,10 @@ impl TrainJob {
                 )));
             }
         }
-        if lm_task && self.method.is_none() {
+        if lm_task && self.method.is_none() && !self.full_finetune {
             return Err(TrainError::Config(format!(
                 "{kind:?} trains a soft prompt with the frozen LM head: pick a method, not \
-                 {LINEAR_PROBE}"
+                 {LINEAR_PROBE} (or {FULL_FINETUNE}, the decoder's own weights)"
             )));
         }
         let device = B::Device::default();
@@ -373,7 +369,6 @@ impl TrainJob {
             TaskData::Labelled(data) => {
                 let words = info.verbalizer.clone().unwrap_or_default();
                 let verbalizer = verbalizer(&tok, &words)?;
-                let prompt = needs_prompt(prompt, "cloze")?;
                 if self.baselines {
                     let dev = &data.splits.dev;
                     let pred = cloze_predict(&backbone, None, dev, &verbalizer, cfg.batch_size)?;
@@ -386,7 +381,21 @@ impl TrainJob {
                     ));
                 }
                 let task = Cloze { data: &data, verbalizer };
-                train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
+                if self.full_finetune {
+                    let task = DecoderFineTuning { task };
+                    train_observed(
+                        &backbone,
+                        &task,
+                        trainable(backbone.clone()),
+                        cfg,
+                        &options,
+                        observer,
+                    )?
+                    .1
+                } else {
+                    let prompt = needs_prompt(prompt, "cloze")?;
+                    train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
+                }
             }
             TaskData::Tagged(data) => {
                 note(
@@ -420,7 +429,6 @@ impl TrainJob {
                 }
             }
             TaskData::Generation { examples, pairs } => {
-                let prompt = needs_prompt(prompt, "generation")?;
                 let sep = info.separator.clone().unwrap_or_default();
                 let refs = ReferenceSet::new(&pairs.dev, &tok, &sep, self.eval_sources)?;
                 let gen = greedy(self.max_new_tokens, eos_of(&backbone));
@@ -448,7 +456,21 @@ impl TrainJob {
                     dev: &examples.dev,
                     references: (!refs.items.is_empty()).then_some((&refs, &tok, gen)),
                 };
-                train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
+                if self.full_finetune {
+                    let task = DecoderFineTuning { task };
+                    train_observed(
+                        &backbone,
+                        &task,
+                        trainable(backbone.clone()),
+                        cfg,
+                        &options,
+                        observer,
+                    )?
+                    .1
+                } else {
+                    let prompt = needs_prompt(prompt, "generation")?;
+                    train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
+                }
             }
         };
         let report = RunReport {

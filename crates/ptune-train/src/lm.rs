@@ -149,6 +149,71 @@ pub struct CausalLm<'a> {
     pub references: Option<(&'a ReferenceSet, &'a TextTokenizer, GenerationConfig)>,
 }
 
+/// A language-model task whose loss and scores take the soft prompt as optional: with a prompt,
+/// the prompt is what trains ([`Task`] on the task itself); without one, the decoder's own weights
+/// do (full fine-tuning, [`crate::finetune::DecoderFineTuning`]). One definition of the task
+/// serves both.
+pub trait PromptOptional<B: FrozenOps> {
+    /// Mean loss over the training examples `batch`.
+    ///
+    /// # Shapes
+    /// - output: `[1]`
+    fn loss_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch: &[usize],
+    ) -> Result<Tensor<B, 1>>;
+
+    /// The dev metrics.
+    fn evaluate_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch_size: usize,
+    ) -> Result<Evaluation>;
+
+    /// The test metrics, when the task holds a test split.
+    fn test_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let _ = (backbone, prompt, batch_size);
+        Ok(None)
+    }
+}
+
+impl<B: FrozenOps> PromptOptional<B> for CausalLm<'_> {
+    fn loss_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch: &[usize],
+    ) -> Result<Tensor<B, 1>> {
+        let examples: Vec<&LmExample> = batch.iter().map(|&i| &self.train[i]).collect();
+        target_loss(backbone, prompt, &examples)
+    }
+
+    fn evaluate_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        let loss = mean_target_loss(backbone, prompt, self.dev, batch_size)?;
+        let mut pairs = vec![("loss", loss), ("neg_loss", -loss), ("perplexity", loss.exp())];
+        let Some((refs, tok, cfg)) = &self.references else {
+            return Ok(Evaluation::new("neg_loss", metrics_map(&pairs)));
+        };
+        let hyps = generate_all(backbone, prompt, tok, refs, cfg)?;
+        let (bleu, rouge) = generation_scores(&hyps, refs);
+        pairs.extend([("bleu", bleu), ("rouge_l", rouge)]);
+        Ok(Evaluation::new("bleu", metrics_map(&pairs)))
+    }
+}
+
 impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
     type Model = SoftPrompt<B>;
 
@@ -166,8 +231,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
         model: &SoftPrompt<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
-        let examples: Vec<&LmExample> = batch.iter().map(|&i| &self.train[i]).collect();
-        target_loss(backbone, Some(model), &examples)
+        self.loss_with(backbone, Some(model), batch)
     }
 
     fn evaluate(
@@ -176,15 +240,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for CausalLm<'_> {
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        let loss = mean_target_loss(backbone, Some(model), self.dev, batch_size)?;
-        let mut pairs = vec![("loss", loss), ("neg_loss", -loss), ("perplexity", loss.exp())];
-        let Some((refs, tok, cfg)) = &self.references else {
-            return Ok(Evaluation::new("neg_loss", metrics_map(&pairs)));
-        };
-        let hyps = generate_all(backbone, Some(model), tok, refs, cfg)?;
-        let (bleu, rouge) = generation_scores(&hyps, refs);
-        pairs.extend([("bleu", bleu), ("rouge_l", rouge)]);
-        Ok(Evaluation::new("bleu", metrics_map(&pairs)))
+        self.evaluate_with(backbone, Some(model), batch_size)
     }
 
     fn save_adapter(
@@ -299,11 +355,11 @@ impl Cloze<'_> {
     fn evaluate_on<B: FrozenOps>(
         &self,
         backbone: &dyn Backbone<B>,
-        model: &SoftPrompt<B>,
+        prompt: Option<&SoftPrompt<B>>,
         examples: &[Example],
         batch_size: usize,
     ) -> Result<Evaluation> {
-        let pred = cloze_predict(backbone, Some(model), examples, &self.verbalizer, batch_size)?;
+        let pred = cloze_predict(backbone, prompt, examples, &self.verbalizer, batch_size)?;
         let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
         let n = self.data.labels.len();
         Ok(Evaluation::new(
@@ -313,6 +369,39 @@ impl Cloze<'_> {
                 ("macro_f1", macro_f1(&pred, &gold, n)),
             ]),
         ))
+    }
+}
+
+impl<B: FrozenOps> PromptOptional<B> for Cloze<'_> {
+    fn loss_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch: &[usize],
+    ) -> Result<Tensor<B, 1>> {
+        let train = &self.data.splits.train;
+        let rows: Vec<Vec<u32>> = batch.iter().map(|&i| train[i].ids.clone()).collect();
+        let labels: Vec<usize> = batch.iter().map(|&i| train[i].label).collect();
+        Ok(cross_entropy(cloze_logits(backbone, prompt, &rows, &self.verbalizer)?, &labels))
+    }
+
+    fn evaluate_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        self.evaluate_on(backbone, prompt, &self.data.splits.dev, batch_size)
+    }
+
+    fn test_with(
+        &self,
+        backbone: &dyn Backbone<B>,
+        prompt: Option<&SoftPrompt<B>>,
+        batch_size: usize,
+    ) -> Result<Option<Evaluation>> {
+        let test = &self.data.splits.test;
+        (!test.is_empty()).then(|| self.evaluate_on(backbone, prompt, test, batch_size)).transpose()
     }
 }
 
@@ -333,10 +422,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
         model: &SoftPrompt<B>,
         batch: &[usize],
     ) -> Result<Tensor<B, 1>> {
-        let train = &self.data.splits.train;
-        let rows: Vec<Vec<u32>> = batch.iter().map(|&i| train[i].ids.clone()).collect();
-        let labels: Vec<usize> = batch.iter().map(|&i| train[i].label).collect();
-        Ok(cross_entropy(cloze_logits(backbone, Some(model), &rows, &self.verbalizer)?, &labels))
+        self.loss_with(backbone, Some(model), batch)
     }
 
     fn evaluate(
@@ -345,7 +431,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        self.evaluate_on(backbone, model, &self.data.splits.dev, batch_size)
+        self.evaluate_with(backbone, Some(model), batch_size)
     }
 
     fn test(
@@ -354,8 +440,7 @@ impl<B: AutodiffBackend + FrozenOps> Task<B> for Cloze<'_> {
         model: &SoftPrompt<B>,
         batch_size: usize,
     ) -> Result<Option<Evaluation>> {
-        let test = &self.data.splits.test;
-        (!test.is_empty()).then(|| self.evaluate_on(backbone, model, test, batch_size)).transpose()
+        self.test_with(backbone, Some(model), batch_size)
     }
 
     fn save_adapter(
