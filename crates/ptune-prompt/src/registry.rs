@@ -60,6 +60,11 @@ pub struct MethodOptions {
     /// P-Tuning v2: deep prompts on the top K layers only (default every layer).
     #[cfg_attr(feature = "clap", arg(long))]
     pub top_layers: Option<usize>,
+    /// P-Tuning v2: start every layer's table from the model's own keys and values of this text
+    /// (tiled or trimmed to the virtual tokens) instead of PEFT's `N(0, 1)`.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_text: Option<String>,
 }
 
 impl MethodOptions {
@@ -72,6 +77,7 @@ impl MethodOptions {
             template: self.template.or(other.template),
             prefix_dropout: self.prefix_dropout.or(other.prefix_dropout),
             top_layers: self.top_layers.or(other.top_layers),
+            init_text: self.init_text.or(other.init_text),
         }
     }
 
@@ -163,6 +169,19 @@ impl FromStr for MethodKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p_tuning_v2_starts_from_a_text_when_given_one() {
+        use crate::prefix_tuning::PrefixInit;
+        let random = p_tuning_v2::PTuningV2Config::from_options(&MethodOptions::default());
+        assert_eq!(random.init, PrefixInit::Random);
+        let options =
+            MethodOptions { init_text: Some("a review".into()), ..MethodOptions::default() };
+        let text = p_tuning_v2::PTuningV2Config::from_options(&options);
+        assert_eq!(text.init, PrefixInit::Text("a review".into()));
+        let merged = MethodOptions::default().or(options);
+        assert_eq!(merged.init_text.as_deref(), Some("a review"));
+    }
 
     #[test]
     fn names_round_trip_and_serde_agrees_with_the_registry() {

@@ -27,7 +27,7 @@ use ptune_data::tasks::{tokenize_classification, tokenize_generation, Generation
 use ptune_data::Columns;
 use ptune_data::{ClassificationSet, Splits};
 use ptune_prompt::{ClassifierHeadConfig, MethodKind, MethodOptions, SoftPrompt};
-use ptune_transformer::{load_model, Backbone, FrozenOps, TextTokenizer};
+use ptune_transformer::{load_model, AnyBackbone, Backbone, FrozenOps, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{
@@ -37,13 +37,14 @@ use crate::error::{Result, TrainError};
 use crate::finetune::{trainable, DecoderFineTuning, FineTuned, FullFineTuning, FULL_FINETUNE};
 use crate::lm::{
     cloze_predict, generate_all, generation_scores, greedy, mean_target_loss, verbalizer, CausalLm,
-    Cloze, ReferenceSet,
+    Cloze, PromptOptional, ReferenceSet,
 };
 use crate::run::{
     base_model_id, resolve_model, templated, TaskInfo, TaskKind, CLOZE_TEMPLATE, SEPARATOR,
 };
 use crate::tagging::{tagging_scores, TokenClassification};
-use crate::trainer::{train_observed, RunOptions, RunReport, TrainConfig};
+use crate::task::Task;
+use crate::trainer::{train_observed, RunOptions, RunReport, RunSummary, TrainConfig};
 use crate::{TrainEvent, TrainObserver};
 
 /// A task's tokenized data.
@@ -381,21 +382,10 @@ impl TrainJob {
                     ));
                 }
                 let task = Cloze { data: &data, verbalizer };
-                if self.full_finetune {
-                    let task = DecoderFineTuning { task };
-                    train_observed(
-                        &backbone,
-                        &task,
-                        trainable(backbone.clone()),
-                        cfg,
-                        &options,
-                        observer,
-                    )?
-                    .1
-                } else {
-                    let prompt = needs_prompt(prompt, "cloze")?;
-                    train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
-                }
+                let trained = self.full_finetune.then(|| trainable(backbone.clone()));
+                let prompt =
+                    if trained.is_some() { None } else { Some(needs_prompt(prompt, "cloze")?) };
+                train_lm(&backbone, task, prompt, trained, cfg, &options, observer)?
             }
             TaskData::Tagged(data) => {
                 note(
@@ -456,21 +446,13 @@ impl TrainJob {
                     dev: &examples.dev,
                     references: (!refs.items.is_empty()).then_some((&refs, &tok, gen)),
                 };
-                if self.full_finetune {
-                    let task = DecoderFineTuning { task };
-                    train_observed(
-                        &backbone,
-                        &task,
-                        trainable(backbone.clone()),
-                        cfg,
-                        &options,
-                        observer,
-                    )?
-                    .1
+                let trained = self.full_finetune.then(|| trainable(backbone.clone()));
+                let prompt = if trained.is_some() {
+                    None
                 } else {
-                    let prompt = needs_prompt(prompt, "generation")?;
-                    train_observed(&backbone, &task, prompt, cfg, &options, observer)?.1
-                }
+                    Some(needs_prompt(prompt, "generation")?)
+                };
+                train_lm(&backbone, task, prompt, trained, cfg, &options, observer)?
             }
         };
         let report = RunReport {
@@ -494,6 +476,33 @@ impl TrainJob {
 
 /// The method name that trains only the head (no soft prompt).
 pub const LINEAR_PROBE: &str = "linear-probe";
+
+/// Trains a language-model task (cloze, generation): the soft `prompt`, or with `decoder` (the
+/// backbone made trainable) the decoder's own weights through [`DecoderFineTuning`].
+fn train_lm<B, T>(
+    backbone: &AnyBackbone<B>,
+    task: T,
+    prompt: Option<SoftPrompt<B>>,
+    decoder: Option<AnyBackbone<B>>,
+    cfg: &TrainConfig,
+    options: &RunOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<RunSummary>
+where
+    B: AutodiffBackend + FrozenOps,
+    T: Task<B, Model = SoftPrompt<B>> + PromptOptional<B>,
+{
+    match (decoder, prompt) {
+        (Some(decoder), _) => {
+            let task = DecoderFineTuning { task };
+            Ok(train_observed(backbone, &task, decoder, cfg, options, observer)?.1)
+        }
+        (None, Some(prompt)) => {
+            Ok(train_observed(backbone, &task, prompt, cfg, options, observer)?.1)
+        }
+        (None, None) => Err(TrainError::Config("nothing to train: no prompt, no decoder".into())),
+    }
+}
 
 fn needs_prompt<B: FrozenOps>(prompt: Option<SoftPrompt<B>>, task: &str) -> Result<SoftPrompt<B>> {
     prompt.ok_or_else(|| {

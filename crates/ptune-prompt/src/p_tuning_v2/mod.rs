@@ -49,20 +49,25 @@ pub const INFO: MethodInfo = MethodInfo {
     name: "p-tuning-v2",
     peft_type: "PREFIX_TUNING",
     summary: "deep prompts at every layer (or the top k), without reparameterization",
-    options: &["virtual_tokens", "prefix_dropout", "top_layers"],
+    options: &["virtual_tokens", "prefix_dropout", "top_layers", "init_text"],
 };
 
 impl PTuningV2Config {
     /// The config `options` describe: direct per-layer tables on every layer (or the top
-    /// `top_layers`), prefix dropout 0.1.
+    /// `top_layers`), prefix dropout 0.1, `N(0, 1)` or the keys and values of `init_text`.
     pub fn from_options(options: &MethodOptions) -> Self {
         let layers = match options.top_layers {
             Some(k) => LayerSelection::Top(k),
             None => LayerSelection::All,
         };
+        let init = match &options.init_text {
+            Some(text) => PrefixInit::Text(text.clone()),
+            None => PrefixInit::Random,
+        };
         Self::new(options.virtual_tokens())
             .with_layers(layers)
             .with_prefix_dropout(options.prefix_dropout.unwrap_or(0.1))
+            .with_init(init)
     }
 
     /// Builds the deep prompt for `backbone`.
