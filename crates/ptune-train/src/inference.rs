@@ -155,13 +155,13 @@ impl<B: FrozenOps> TrainedRun<B> {
         } else {
             dir.join("adapter")
         };
-        if has_finetuned(&adapter) && matches!(info.task, TaskKind::Cloze | TaskKind::Generate) {
-            // A fully fine-tuned decoder: its weights over the base model (no prompt, no head).
-            let backbone = load_weights(backbone, &adapter, device)?;
-            return Ok(Self { backbone, tokenizer, info, prompt: None, head: None });
-        }
         if has_finetuned(&adapter) {
-            // A fully fine-tuned run: its weights over the base model, and its head.
+            if matches!(info.task, TaskKind::Cloze | TaskKind::Generate) {
+                // A fully fine-tuned decoder: its weights over the base model (no prompt, no head).
+                let backbone = load_weights(backbone, &adapter, device)?;
+                return Ok(Self { backbone, tokenizer, info, prompt: None, head: None });
+            }
+            // A fully fine-tuned classifier: its weights over the base model, and its head.
             let head = ClassifierHeadConfig::new(backbone.dims().hidden_size, info.labels.len())
                 .init::<B>(device);
             let model = FineTuned { backbone, classifier: Classifier { prompt: None, head } };

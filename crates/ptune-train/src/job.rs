@@ -382,10 +382,16 @@ impl TrainJob {
                     ));
                 }
                 let task = Cloze { data: &data, verbalizer };
-                let trained = self.full_finetune.then(|| trainable(backbone.clone()));
-                let prompt =
-                    if trained.is_some() { None } else { Some(needs_prompt(prompt, "cloze")?) };
-                train_lm(&backbone, task, prompt, trained, cfg, &options, observer)?
+                train_lm(
+                    &backbone,
+                    task,
+                    prompt,
+                    self.full_finetune,
+                    "cloze",
+                    cfg,
+                    &options,
+                    observer,
+                )?
             }
             TaskData::Tagged(data) => {
                 note(
@@ -446,13 +452,16 @@ impl TrainJob {
                     dev: &examples.dev,
                     references: (!refs.items.is_empty()).then_some((&refs, &tok, gen)),
                 };
-                let trained = self.full_finetune.then(|| trainable(backbone.clone()));
-                let prompt = if trained.is_some() {
-                    None
-                } else {
-                    Some(needs_prompt(prompt, "generation")?)
-                };
-                train_lm(&backbone, task, prompt, trained, cfg, &options, observer)?
+                train_lm(
+                    &backbone,
+                    task,
+                    prompt,
+                    self.full_finetune,
+                    "generation",
+                    cfg,
+                    &options,
+                    observer,
+                )?
             }
         };
         let report = RunReport {
@@ -477,13 +486,15 @@ impl TrainJob {
 /// The method name that trains only the head (no soft prompt).
 pub const LINEAR_PROBE: &str = "linear-probe";
 
-/// Trains a language-model task (cloze, generation): the soft `prompt`, or with `decoder` (the
-/// backbone made trainable) the decoder's own weights through [`DecoderFineTuning`].
+/// Trains a language-model task (cloze, generation): the soft `prompt`, or with `full_finetune`
+/// the decoder's own weights through [`DecoderFineTuning`].
+#[allow(clippy::too_many_arguments)]
 fn train_lm<B, T>(
     backbone: &AnyBackbone<B>,
     task: T,
     prompt: Option<SoftPrompt<B>>,
-    decoder: Option<AnyBackbone<B>>,
+    full_finetune: bool,
+    what: &str,
     cfg: &TrainConfig,
     options: &RunOptions,
     observer: &mut dyn TrainObserver,
@@ -492,15 +503,12 @@ where
     B: AutodiffBackend + FrozenOps,
     T: Task<B, Model = SoftPrompt<B>> + PromptOptional<B>,
 {
-    match (decoder, prompt) {
-        (Some(decoder), _) => {
-            let task = DecoderFineTuning { task };
-            Ok(train_observed(backbone, &task, decoder, cfg, options, observer)?.1)
-        }
-        (None, Some(prompt)) => {
-            Ok(train_observed(backbone, &task, prompt, cfg, options, observer)?.1)
-        }
-        (None, None) => Err(TrainError::Config("nothing to train: no prompt, no decoder".into())),
+    if full_finetune {
+        let (task, decoder) = (DecoderFineTuning { task }, trainable(backbone.clone()));
+        Ok(train_observed(backbone, &task, decoder, cfg, options, observer)?.1)
+    } else {
+        let prompt = needs_prompt(prompt, what)?;
+        Ok(train_observed(backbone, &task, prompt, cfg, options, observer)?.1)
     }
 }
 
